@@ -1,0 +1,150 @@
+"""The mock's configuration: run-time behaviour (``MockConfig``) and the profile of assumed values.
+
+The profile is data (``profiles/default.json``, deep-merged with a user's file) so that when a live
+run shows the real value of an assumed behaviour, the mock is corrected by editing data, not code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import FieldError, InvalidRequest
+
+LIFECYCLES = ("immediate", "seconds", "polls", "manual")
+
+
+def load_default_profile() -> dict:
+    text = resources.files("mockserver").joinpath("profiles/default.json").read_text("utf-8")
+    profile = json.loads(text)
+    profile.pop("_comment", None)
+    return profile
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of ``base`` with ``override`` merged in, dicts recursively, everything else replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_profile(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """The default profile, with a user's profile file and then ``overrides`` merged over it."""
+    profile = load_default_profile()
+    if path:
+        try:
+            user = json.loads(Path(path).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(FieldError("profile", "readable", f"cannot read {path}: {exc}")) from exc
+        if not isinstance(user, dict):
+            raise InvalidRequest(FieldError("profile", "type", "must be a JSON object"))
+        user.pop("_comment", None)
+        profile = deep_merge(profile, user)
+    if overrides:
+        profile = deep_merge(profile, overrides)
+    return profile
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """Everything that shapes the mock's behaviour; frozen, changed by making a new one."""
+
+    api_keys: tuple[str, ...] = ()          # empty: any non-empty key is accepted
+    lifecycle: str = "seconds"              # immediate | seconds | polls | manual
+    pending_seconds: float = 2.0
+    pending_polls: int = 2
+    failure_rate: float = 0.0
+    seed: int | None = None
+    public_url: str | None = None           # base of download URLs; default: the request's host
+    profile: dict = field(default_factory=load_default_profile)
+    # Bounds: nothing grows without limit.
+    max_jobs: int = 10_000
+    job_ttl_seconds: float = 86_400.0
+    journal_size: int = 500
+    journal_body_chars: int = 2_000
+    max_body_bytes: int = 1_048_576
+    image_cache_bytes: int = 64 * 1024 * 1024
+    # Webhooks.
+    webhook_timeout: float = 5.0
+    webhook_max_attempts: int = 3
+    webhook_backoff: float = 0.5
+    webhook_allow_hosts: tuple[str, ...] = ()
+    webhook_records: int = 1_000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.lifecycle not in LIFECYCLES:
+            problems.append(FieldError("lifecycle", "enum", f"must be one of {', '.join(LIFECYCLES)}"))
+        if not _finite(self.pending_seconds) or self.pending_seconds < 0:
+            problems.append(FieldError("pending_seconds", "minimum", "must be a finite number >= 0"))
+        if not _whole(self.pending_polls) or self.pending_polls < 0:
+            problems.append(FieldError("pending_polls", "minimum", "must be an integer >= 0"))
+        if not _finite(self.failure_rate) or not 0 <= self.failure_rate <= 1:
+            problems.append(FieldError("failure_rate", "range", "must be a number from 0 to 1"))
+        if self.seed is not None and not _whole(self.seed):
+            problems.append(FieldError("seed", "type", "must be an integer"))
+        if any(not isinstance(k, str) or not k for k in self.api_keys):
+            problems.append(FieldError("api_keys", "type", "must be non-empty strings"))
+        if self.public_url is not None and not str(self.public_url).startswith(("http://", "https://")):
+            problems.append(FieldError("public_url", "pattern", "must start with http:// or https://"))
+        for name in ("max_jobs", "journal_size", "max_body_bytes", "webhook_max_attempts", "webhook_records"):
+            if not _whole(getattr(self, name)) or getattr(self, name) < 1:
+                problems.append(FieldError(name, "minimum", "must be an integer >= 1"))
+        for name in ("webhook_timeout", "webhook_backoff", "job_ttl_seconds"):
+            if not _finite(getattr(self, name)) or getattr(self, name) < 0:
+                problems.append(FieldError(name, "minimum", "must be a finite number >= 0"))
+        if not isinstance(self.profile, dict):
+            problems.append(FieldError("profile", "type", "must be an object"))
+        if problems:
+            raise InvalidRequest(problems)
+
+    def updated(self, changes: dict[str, Any]) -> "MockConfig":
+        """A new config with ``changes`` applied; ``profile`` is deep-merged, unknown keys rejected."""
+        if not isinstance(changes, dict):
+            raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InvalidRequest([FieldError(k, "unknown", "is not a configuration key") for k in unknown])
+        values = dict(changes)
+        if "profile" in values:
+            if not isinstance(values["profile"], dict):
+                raise InvalidRequest(FieldError("profile", "type", "must be an object"))
+            values["profile"] = deep_merge(self.profile, values["profile"])
+        for name in ("api_keys", "webhook_allow_hosts"):
+            if name in values:
+                if not isinstance(values[name], (list, tuple)):
+                    raise InvalidRequest(FieldError(name, "type", "must be a list of strings"))
+                values[name] = tuple(values[name])
+        try:
+            return replace(self, **values)
+        except TypeError as exc:  # a value of a type the dataclass cannot take
+            raise InvalidRequest(FieldError("body", "type", str(exc))) from exc
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["api_keys"] = [_redact(k) for k in self.api_keys]
+        data["webhook_allow_hosts"] = list(self.webhook_allow_hosts)
+        return data
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _redact(key: str) -> str:
+    """Keys never leave the mock whole: enough to tell them apart, not to reuse them."""
+    return key[:2] + "…" + f"({len(key)} chars)" if len(key) > 4 else "…"

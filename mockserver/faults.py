@@ -1,0 +1,134 @@
+"""Fault injection rules, WireMock-style: latency, an HTTP error, a dropped connection, a broken body.
+
+The rules are data and the choice is seeded, so a failing test can be replayed. The HTTP layer
+carries out what ``FaultInjector.pick`` returns; the core only decides.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from .errors import FieldError, InvalidRequest
+
+FAULT_TYPES = ("latency", "status", "drop", "malformed")
+ENDPOINTS = ("any", "submit", "status", "download")
+MAX_LATENCY_MS = 60_000
+MAX_RULES = 100
+
+
+@dataclass
+class FaultRule:
+    type: str
+    endpoint: str = "any"
+    times: int | None = None        # the next N matching requests; None with rate None means 1
+    rate: float | None = None       # or this share of matching requests
+    status: int | None = None       # type "status"
+    retry_after: int | None = None  # type "status": a Retry-After header in seconds
+    ms: int | None = None           # type "latency"
+    applied: int = 0
+
+    @classmethod
+    def parse(cls, data: object) -> "FaultRule":
+        if not isinstance(data, Mapping):
+            raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
+        problems = []
+        unknown = set(data) - {"type", "endpoint", "times", "rate", "status", "retry_after", "ms"}
+        problems += [FieldError(k, "unknown", "is not a fault rule key") for k in sorted(unknown)]
+        kind, endpoint = data.get("type"), data.get("endpoint", "any")
+        if kind not in FAULT_TYPES:
+            problems.append(FieldError("type", "enum", f"must be one of {', '.join(FAULT_TYPES)}"))
+        if endpoint not in ENDPOINTS:
+            problems.append(FieldError("endpoint", "enum", f"must be one of {', '.join(ENDPOINTS)}"))
+        times, rate = data.get("times"), data.get("rate")
+        if times is not None and (not _whole(times) or times < 1):
+            problems.append(FieldError("times", "minimum", "must be an integer >= 1"))
+        if rate is not None and (not _number(rate) or not 0 <= rate <= 1):
+            problems.append(FieldError("rate", "range", "must be a number from 0 to 1"))
+        if times is not None and rate is not None:
+            problems.append(FieldError("rate", "exclusive", "give either times or rate, not both"))
+        status, retry_after, ms = data.get("status"), data.get("retry_after"), data.get("ms")
+        if kind == "status" and (not _whole(status) or not 400 <= status <= 599):
+            problems.append(FieldError("status", "range", "must be an HTTP error status from 400 to 599"))
+        if retry_after is not None and (not _whole(retry_after) or not 0 <= retry_after <= 86_400):
+            problems.append(FieldError("retry_after", "range", "must be whole seconds from 0 to 86400"))
+        if kind == "latency" and (not _whole(ms) or not 0 <= ms <= MAX_LATENCY_MS):
+            problems.append(FieldError("ms", "range", f"must be whole milliseconds from 0 to {MAX_LATENCY_MS}"))
+        if problems:
+            raise InvalidRequest(problems)
+        if times is None and rate is None:
+            times = 1
+        return cls(type=kind, endpoint=endpoint, times=times, rate=rate, status=status,
+                   retry_after=retry_after, ms=ms)
+
+    def matches(self, endpoint: str) -> bool:
+        return self.endpoint in ("any", endpoint)
+
+    @property
+    def spent(self) -> bool:
+        return self.times is not None and self.applied >= self.times
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What to do to one request: wait ``delay_ms``, then carry out ``action`` (or answer normally)."""
+
+    delay_ms: int = 0
+    action: FaultRule | None = None
+
+
+class FaultInjector:
+    def __init__(self, seed: int | None = None):
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    def add(self, data: object) -> FaultRule:
+        rule = FaultRule.parse(data)
+        with self._lock:
+            if len(self._rules) >= MAX_RULES:
+                raise InvalidRequest(FieldError("faults", "maxItems", f"at most {MAX_RULES} rules at once"))
+            self._rules.append(rule)
+        return rule
+
+    def rules(self) -> list[dict]:
+        with self._lock:
+            return [r.as_dict() for r in self._rules]
+
+    def clear(self, seed: int | None = None) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._rng = random.Random(seed)
+
+    def pick(self, endpoint: str) -> FaultPlan:
+        """Apply the matching rules: latencies add up, the first matching other rule is the action."""
+        if not self._rules:  # the common case, without the lock
+            return FaultPlan()
+        delay, action = 0, None
+        with self._lock:
+            for rule in self._rules:
+                if not rule.matches(endpoint) or (action and rule.type != "latency"):
+                    continue
+                if rule.rate is not None and self._rng.random() >= rule.rate:
+                    continue
+                rule.applied += 1
+                if rule.type == "latency":
+                    delay += rule.ms
+                else:
+                    action = rule
+            self._rules = [r for r in self._rules if not r.spent]
+        return FaultPlan(min(delay, MAX_LATENCY_MS), action)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return _whole(value) or (isinstance(value, float) and math.isfinite(value))

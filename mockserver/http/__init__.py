@@ -1,0 +1,98 @@
+"""The mock's HTTP layer: a Flask app factory over ``MockBackend``.
+
+It parses requests, calls the backend, and serialises; every error becomes a FAILURE JSON body.
+Nothing else in ``mockserver`` imports Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..backend import MockBackend
+from ..config import MockConfig
+from ..errors import MockError
+from .api import api
+from .control import control
+from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault
+
+log = logging.getLogger("mockserver")
+
+METHOD_FIELDS = {404: ("path", "exists", "no such endpoint"), 405: ("method", "allowed", "is not allowed here"),
+                 413: ("body", "maxLength", "is too large")}
+
+
+def create_app(config: MockConfig | None = None, *, backend: MockBackend | None = None) -> Flask:
+    """Build the WSGI app. Pass a ``backend`` to share state (e.g. with an in-process test)."""
+    backend = backend or MockBackend(config)
+    app = Flask("mockserver")
+    app.config["MAX_CONTENT_LENGTH"] = backend.config.max_body_bytes
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    app.extensions["sd35_backend"] = backend
+    app.register_blueprint(api)
+    app.register_blueprint(control)
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+        g.fault = None
+        endpoint = (request.url_rule.endpoint if request.url_rule else "") or ""
+        kind = api_endpoint_kind(endpoint)
+        if kind:
+            return apply_fault(backend, kind)
+        return None
+
+    @app.after_request
+    def journal(response: Response) -> Response:
+        if not request.path.startswith("/__mock__"):
+            body = b"" if response.status_code == 413 else request.get_data(cache=True)
+            backend.journal.record(
+                at=backend.clock.now(), method=request.method, path=request.path,
+                query=request.query_string.decode("latin-1")[:500], headers=dict(request.headers), body=body,
+                status=response.status_code, duration_ms=(time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
+                fault=g.get("fault"),
+            )
+        return response
+
+    @app.errorhandler(MockError)
+    def mock_error(error: MockError):
+        return jsonify(error.body()), backend.http_status(error.kind, error.default_status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        field, rule, message = METHOD_FIELDS.get(error.code or 400, ("request", "valid", error.description or "is invalid"))
+        kind = {413: "body_too_large", 405: "method_not_allowed", 404: "not_found"}.get(error.code or 400, "invalid")
+        if error.code == 413:
+            message = f"is too large: at most {backend.config.max_body_bytes} bytes"
+        body = {"status": "FAILURE", "error": f"{field}: {message}", "errors": [{"field": field, "rule": rule, "message": message}]}
+        response = jsonify(body)
+        response.status_code = backend.http_status(kind, error.code or 400)
+        if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unexpected error")
+        body = {"status": "FAILURE", "error": "server: internal error in the mock (see its log)",
+                "errors": [{"field": "server", "rule": "internal", "message": "internal error in the mock"}]}
+        return jsonify(body), 500
+
+    app.wsgi_app = DropConnectionMiddleware(app.wsgi_app)
+    return app
+
+
+def api_endpoint_kind(endpoint: str) -> str | None:
+    return {"api.submit": "submit", "api.status": "status", "api.download_opaque": "download",
+            "api.download_direct": "download"}.get(endpoint)
+
+
+def get_backend(app: Flask) -> MockBackend:
+    return app.extensions["sd35_backend"]
+
+
+__all__ = ["create_app", "get_backend", "DROP_HEADER"]

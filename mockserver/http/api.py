@@ -1,0 +1,55 @@
+"""The public API: exactly the provider's two endpoints, plus the download URLs they hand out."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ..openapi import openapi_document
+from ..validation import parse_json_body
+
+api = Blueprint("api", __name__)
+
+
+def _backend():
+    return current_app.extensions["sd35_backend"]
+
+
+def _job_response(body: dict) -> tuple[Response, int]:
+    return jsonify(body), _backend().body_http_status(body)
+
+
+@api.post("/sd3_5/v1")
+def submit():
+    backend = _backend()
+    key = request.headers.get("API-Key")
+    backend.authenticate(key)  # a bad key is 401 before the body is even read
+    body = parse_json_body(request.get_data(cache=True))
+    return _job_response(backend.submit(key, body, request.host_url))
+
+
+@api.get("/sd3_5/v1/status/<path:job_id>")
+def status(job_id: str):
+    return _job_response(_backend().status(request.headers.get("API-Key"), job_id))
+
+
+def _image(key: str, friendly: bool) -> Response:
+    data, content_type, name = _backend().image(key, friendly)
+    response = Response(data, mimetype=content_type)
+    response.headers["Content-Disposition"] = f'inline; filename="{name}"'
+    response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+    return response
+
+
+@api.get("/files/<token>")
+def download_opaque(token: str):
+    return _image(token, friendly=False)
+
+
+@api.get("/images/<path:name>")
+def download_direct(name: str):
+    return _image(name, friendly=True)
+
+
+@api.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document(_backend().profile, request.host_url.rstrip("/")))

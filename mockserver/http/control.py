@@ -1,0 +1,128 @@
+"""The control plane under ``/__mock__/``: mock-only, for tests and people, never for the live API."""
+
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..errors import FieldError, InvalidRequest
+from ..jobs import FAILURE, SUCCESS
+from ..validation import parse_json_body
+
+control = Blueprint("control", __name__, url_prefix="/__mock__")
+
+
+def _backend():
+    return current_app.extensions["sd35_backend"]
+
+
+def _json_object(optional: bool = False) -> dict:
+    raw = request.get_data(cache=True)
+    if optional and not raw.strip():
+        return {}
+    body = parse_json_body(raw)
+    if not isinstance(body, dict):
+        raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
+    return body
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise InvalidRequest(FieldError("limit", "range", "must be a whole number from 1 to 10000"))
+    return int(raw)
+
+
+@control.get("/health")
+def health():
+    return jsonify(ok=True)
+
+
+@control.post("/reset")
+def reset():
+    _backend().reset()
+    return jsonify(ok=True)
+
+
+@control.get("/config")
+def get_config():
+    return jsonify(_backend().config.as_dict())
+
+
+@control.route("/config", methods=["PATCH", "POST"])
+def patch_config():
+    return jsonify(_backend().update_config(_json_object()).as_dict())
+
+
+@control.post("/clock/advance")
+def advance_clock():
+    seconds = _json_object().get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or not 0 <= seconds <= 10 * 365 * 86_400:
+        raise InvalidRequest(FieldError("seconds", "range", "must be a number of seconds from 0 to ten years"))
+    return jsonify(now=_backend().advance_clock(seconds))
+
+
+@control.get("/jobs")
+def list_jobs():
+    status = request.args.get("status")
+    if status not in (None, "PENDING", "SUCCESS", "FAILURE"):
+        raise InvalidRequest(FieldError("status", "enum", "must be PENDING, SUCCESS or FAILURE"))
+    return jsonify(jobs=_backend().list_jobs(request.args.get("batch_id"), status, _limit()))
+
+
+@control.get("/jobs/<path:job_id>")
+def show_job(job_id: str):
+    return jsonify(_backend().job_detail(job_id))
+
+
+@control.post("/jobs/<path:job_id>/complete")
+def complete_job(job_id: str):
+    return jsonify(_backend().force(job_id, SUCCESS))
+
+
+@control.post("/jobs/<path:job_id>/fail")
+def fail_job(job_id: str):
+    error = _json_object(optional=True).get("error", "Image generation failed (forced by the mock's control plane)")
+    if not isinstance(error, str) or not error or len(error) > 2_000:
+        raise InvalidRequest(FieldError("error", "type", "must be a non-empty string of at most 2000 characters"))
+    return jsonify(_backend().force(job_id, FAILURE, error))
+
+
+@control.get("/journal")
+def journal():
+    return jsonify(requests=_backend().journal.entries(_limit() if "limit" in request.args else None))
+
+
+@control.delete("/journal")
+def clear_journal():
+    _backend().journal.clear()
+    return jsonify(ok=True)
+
+
+@control.get("/webhooks")
+def webhooks():
+    return jsonify(deliveries=_backend().webhooks.records(request.args.get("job_id")))
+
+
+@control.get("/faults")
+def list_faults():
+    return jsonify(faults=_backend().faults.rules())
+
+
+@control.post("/faults")
+def add_fault():
+    rule = _backend().faults.add(_json_object())
+    return jsonify(rule.as_dict()), 201
+
+
+@control.delete("/faults")
+def clear_faults():
+    _backend().faults.clear(_backend().config.seed)
+    return jsonify(ok=True)
+
+
+@control.get("/stats")
+def stats():
+    return jsonify(_backend().stats())

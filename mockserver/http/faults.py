@@ -1,0 +1,75 @@
+"""Carrying out injected faults over HTTP: errors, latency, broken bodies and dropped connections."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Response, g, jsonify
+
+DROP_HEADER = "X-SD35-Mock-Drop"
+
+
+class DropConnection(Exception):
+    """Raised through the WSGI server to close the connection without any response."""
+
+
+def _server_disconnect_error() -> type[BaseException]:
+    """waitress closes the socket silently on its ClientDisconnected; other servers get our own."""
+    try:
+        from waitress.channel import ClientDisconnected
+    except ImportError:  # pragma: no cover - waitress is a dependency
+        return DropConnection
+    return ClientDisconnected
+
+
+class DropConnectionMiddleware:
+    """Turns a response marked with ``DROP_HEADER`` into a connection closed before any byte is sent."""
+
+    def __init__(self, app):
+        self.app = app
+        self.error = _server_disconnect_error()
+
+    def __call__(self, environ, start_response):
+        dropped = []
+
+        def intercept(status, headers, exc_info=None):
+            if any(name == DROP_HEADER for name, _ in headers):
+                dropped.append(True)
+                return lambda data: None
+            return start_response(status, headers, exc_info)
+
+        result = self.app(environ, intercept)
+        if dropped:
+            if hasattr(result, "close"):
+                result.close()
+            if "waitress.client_disconnected" in environ:
+                raise self.error("fault injection: connection dropped")
+            # Elsewhere (e.g. Werkzeug's test client) say so plainly rather than pretend.
+            start_response("599 Dropped", [("Content-Type", "text/plain")])
+            return [b"connection dropped by fault injection"]
+        return result
+
+
+def apply_fault(backend, endpoint: str) -> Response | None:
+    """Run the fault plan for this request; a Response replaces the real answer."""
+    plan = backend.faults.pick(endpoint)
+    if plan.delay_ms:
+        time.sleep(plan.delay_ms / 1000)
+        g.fault = f"latency {plan.delay_ms} ms"
+    rule = plan.action
+    if rule is None:
+        return None
+    g.fault = ", ".join(filter(None, [g.fault, rule.type]))
+    if rule.type == "status":
+        body = {"status": "FAILURE", "error": f"server: injected HTTP {rule.status}",
+                "errors": [{"field": "server", "rule": "fault", "message": f"injected HTTP {rule.status}"}]}
+        response = jsonify(body)
+        response.status_code = rule.status
+        if rule.retry_after is not None:
+            response.headers["Retry-After"] = str(rule.retry_after)
+        return response
+    if rule.type == "malformed":
+        return Response('{"status": "SUCC', status=200, mimetype="application/json")
+    response = Response(b"", status=200)
+    response.headers[DROP_HEADER] = "1"
+    return response

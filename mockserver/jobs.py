@@ -1,0 +1,127 @@
+"""Jobs, their store and the clock they live by: plain data, bounded, no HTTP.
+
+A job moves PENDING -> SUCCESS or PENDING -> FAILURE once; ``Job.finish`` refuses any other move,
+so a terminal state can never change, whoever asks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .validation import GenerationRequest
+
+PENDING, SUCCESS, FAILURE = "PENDING", "SUCCESS", "FAILURE"
+TERMINAL = (SUCCESS, FAILURE)
+
+
+class Clock:
+    """Wall time plus an offset the control plane can advance, so tests never sleep for a lifecycle."""
+
+    def __init__(self, source: Callable[[], float] = time.time):
+        self._source = source
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._source() + self._offset
+
+    def advance(self, seconds: float) -> float:
+        with self._lock:
+            self._offset += seconds
+        return self.now()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._offset = 0.0
+
+
+@dataclass
+class Job:
+    id: str
+    owner_key: str
+    request: GenerationRequest
+    created_at: float
+    base_url: str
+    planned_outcome: str                    # SUCCESS or FAILURE, drawn at submit from the failure rate
+    tokens: list[str]                       # opaque download tokens, one per sample
+    file_names: list[str]                   # friendly .png names, one per sample
+    status: str = PENDING
+    polls: int = 0
+    error: str | None = None
+    finished_at: float | None = None
+    forced: bool = False
+    history: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def finish(self, status: str, at: float, error: str | None = None, forced: bool = False) -> bool:
+        """Move to a terminal state; False (and no change) if the job is already terminal."""
+        if self.is_terminal or status not in TERMINAL:
+            return False
+        self.status, self.finished_at, self.forced = status, at, forced
+        self.error = error if status == FAILURE else None
+        self.history.append((status, at))
+        return True
+
+
+class JobStore:
+    """Jobs by id, and their images by token and file name, bounded in count and age.
+
+    When full, the oldest job goes first (the API has no promise to keep jobs forever; the live
+    provider's newer API keeps results 24 h). The caller holds ``lock`` around every use.
+    """
+
+    def __init__(self, max_jobs: int, ttl_seconds: float):
+        self.max_jobs, self.ttl_seconds = max_jobs, ttl_seconds
+        self.lock = threading.RLock()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._images: dict[str, tuple[str, int]] = {}   # token or file name -> (job id, sample index)
+        self.evicted = 0
+
+    def add(self, job: Job, now: float) -> None:
+        self.expire(now)
+        while len(self._jobs) >= self.max_jobs:
+            self._remove(next(iter(self._jobs)))
+        self._jobs[job.id] = job
+        for index, (token, name) in enumerate(zip(job.tokens, job.file_names)):
+            self._images[token] = (job.id, index)
+            self._images[name] = (job.id, index)
+
+    def expire(self, now: float) -> None:
+        while self._jobs:
+            oldest = next(iter(self._jobs.values()))
+            if oldest.created_at + self.ttl_seconds > now:
+                break
+            self._remove(oldest.id)
+
+    def _remove(self, job_id: str) -> None:
+        job = self._jobs.pop(job_id)
+        for key in (*job.tokens, *job.file_names):
+            self._images.pop(key, None)
+        self.evicted += 1
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def image(self, key: str) -> tuple[Job, int] | None:
+        found = self._images.get(key)
+        if found is None:
+            return None
+        job = self._jobs.get(found[0])
+        return (job, found[1]) if job else None
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(list(self._jobs.values()))
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def clear(self) -> None:
+        self._jobs.clear()
+        self._images.clear()

@@ -1,0 +1,72 @@
+"""Serving the app with waitress (a production WSGI server), in the foreground or in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import waitress
+from waitress.server import BaseWSGIServer
+
+from .backend import MockBackend
+from .config import MockConfig
+
+
+def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8,
+                max_body_bytes: int = 1_048_576) -> BaseWSGIServer:
+    """A bound, not yet running, waitress server; ``port=0`` picks a free port."""
+    return waitress.create_server(
+        app, host=host, port=port, threads=threads, ident="sd35-mock",
+        connection_limit=1000,              # parallel test runners and load tests open many sockets
+        asyncore_use_poll=True,             # no select() limit of 1024 descriptors
+        # waitress spools bodies to a temp file and answers a plain-text 413 past its own cap; below that
+        # Flask refuses anything over max_body_bytes with a JSON 413, so clients see one error shape.
+        max_request_body_size=max(64 * 1024 * 1024, 4 * max_body_bytes),
+        channel_timeout=60, clear_untrusted_proxy_headers=True,
+    )
+
+
+def server_url(server: BaseWSGIServer, host: str) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{server.effective_port}"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    backend: MockBackend
+    app: object
+    server: BaseWSGIServer
+    thread: threading.Thread
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=5)
+        self.backend.close()
+
+
+def start(config: MockConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8,
+          backend: MockBackend | None = None) -> RunningServer:
+    """Start a real server in a daemon thread; the caller closes it."""
+    from .http import create_app
+
+    backend = backend or MockBackend(config)
+    app = create_app(backend=backend)
+    server = make_server(app, host, port, threads, backend.config.max_body_bytes)
+    thread = threading.Thread(target=server.run, name="sd35-mock-server", daemon=True)
+    thread.start()
+    return RunningServer(server_url(server, host), backend, app, server, thread)
+
+
+@contextlib.contextmanager
+def serve(config: MockConfig | None = None, **kwargs) -> Iterator[RunningServer]:
+    """``with serve(MockConfig(lifecycle="immediate")) as mock: requests.get(mock.url + ...)``"""
+    running = start(config, **kwargs)
+    try:
+        yield running
+    finally:
+        running.close()

@@ -1,0 +1,37 @@
+"""ARCHITECTURE.md's import rules, checked on the source: the core stays free of Flask and of the client."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = ["backend", "jobs", "validation", "config", "errors", "images", "webhooks", "faults", "journal", "openapi"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+            names.add(node.module.split(".")[0])  # from ..client import x, inside a subpackage
+    return names
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_imports_no_web_framework(module):
+    assert not imported_modules(REPO / "mockserver" / f"{module}.py") & {"flask", "werkzeug", "waitress", "client",
+                                                                          "contracts"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "mockserver").rglob("*.py")), ids=lambda p: p.name)
+def test_mockserver_does_not_import_client_or_contracts(path):
+    assert not imported_modules(path) & {"client", "contracts"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "client").rglob("*.py")), ids=lambda p: p.name)
+def test_client_does_not_import_mockserver_or_contracts(path):
+    assert not imported_modules(path) & {"mockserver", "contracts", "flask"}

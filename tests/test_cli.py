@@ -1,0 +1,80 @@
+"""``python -m mockserver`` as a user runs it: a real process, a ready line, options and env vars."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from mockserver.cli import build_parser, config_from_args
+
+
+@pytest.fixture
+def run_mock():
+    processes = []
+
+    def run(*args, env=None):
+        process = subprocess.Popen([sys.executable, "-m", "mockserver", "--port", "0", "--quiet", *args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, **(env or {})})
+        processes.append(process)
+        line = process.stdout.readline()
+        assert line.startswith("sd35-mock listening on http://127.0.0.1:"), process.stderr.read()
+        return line.split()[-1]
+
+    yield run
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_serves_with_waitress_and_options_apply(run_mock):
+    url = run_mock("--api-key", "k1", "--api-key", "k2", "--pending-polls", "1", "--seed", "5")
+    body = {"prompt": "p", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 1}
+    assert requests.post(f"{url}/sd3_5/v1", json=body, headers={"API-Key": "nope"}, timeout=10).status_code == 401
+    job = requests.post(f"{url}/sd3_5/v1", json=body, headers={"API-Key": "k2"}, timeout=10)
+    assert job.headers["Server"] == "sd35-mock" and job.json()["status"] == "PENDING"
+    assert requests.get(f"{url}/sd3_5/v1/status/{job.json()['id']}", headers={"API-Key": "k2"},
+                        timeout=10).json()["status"] == "SUCCESS"
+
+
+def test_environment_variables(run_mock, tmp_path):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"limits": {"samples": {"max": 4}}}))
+    url = run_mock(env={"SD35_MOCK_API_KEYS": "env-key", "SD35_MOCK_PENDING_SECONDS": "0",
+                        "SD35_MOCK_PROFILE": str(profile), "SD35_MOCK_PUBLIC_URL": "https://cdn.example"})
+    body = {"prompt": "p", "negative_prompt": "", "num_inference_steps": 4, "samples": 4, "guidance_scale": 1,
+            "width": 256, "height": 256}
+    answer = requests.post(f"{url}/sd3_5/v1", json=body, headers={"API-Key": "env-key"}, timeout=10).json()
+    assert answer["status"] == "SUCCESS" and len(answer["download_urls"]) == 4
+    assert answer["download_urls"][0].startswith("https://cdn.example/files/")
+
+
+@pytest.mark.parametrize("args,expected", [
+    ([], ("seconds", 2.0)), (["--pending-seconds", "0"], ("immediate", 0.0)),
+    (["--pending-seconds", "3.5"], ("seconds", 3.5)), (["--pending-polls", "4"], ("polls", 2.0)),
+    (["--manual"], ("manual", 2.0)),
+])
+def test_lifecycle_options(args, expected):
+    config = config_from_args(build_parser().parse_args(args))
+    assert (config.lifecycle, config.pending_seconds) == expected
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--failure-rate", "2"], "failure_rate"), (["--pending-seconds", "-1"], "pending_seconds"),
+    (["--public-url", "ftp://x"], "public_url"), (["--profile", "/no/such/file.json"], "profile"),
+    (["--port", "abc"], "invalid int"),
+])
+def test_bad_options_exit_2_with_the_reason(args, message):
+    done = subprocess.run([sys.executable, "-m", "mockserver", *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_port_in_use_is_a_clear_error(run_mock):
+    url = run_mock()
+    port = url.rsplit(":", 1)[1]
+    done = subprocess.run([sys.executable, "-m", "mockserver", "--port", port], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2 and "cannot listen" in done.stderr

@@ -1,0 +1,116 @@
+"""The request schema: every rule, and the properties 'valid converges' / 'one broken rule is named'."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+
+from mockserver.config import load_default_profile, load_profile
+from mockserver.errors import InvalidRequest
+from mockserver.validation import RequestValidator, parse_json_body
+from tests.strategies import one_rule_broken, valid_requests
+
+VALIDATOR = RequestValidator(load_default_profile())
+PAGE_EXAMPLE = {
+    "prompt": "beautiful waterfall in the rainforest, anime style",
+    "negative_prompt": "error, cropped, worst quality, low quality, duplicate, bad proportions, incomplete subject",
+    "num_inference_steps": 4, "samples": 1, "guidance_scale": 0.0, "width": 1024, "height": 1024,
+}
+
+
+def rejected_fields(body) -> dict[str, set[str]]:
+    with pytest.raises(InvalidRequest) as caught:
+        VALIDATOR.validate(body)
+    fields: dict[str, set[str]] = {}
+    for error in caught.value.errors:
+        fields.setdefault(error.field, set()).add(error.rule)
+    return fields
+
+
+def test_page_example_is_valid_and_defaults_apply():
+    request = VALIDATOR.validate(PAGE_EXAMPLE)
+    assert request.guidance_scale == 0.0 and request.samples == 1
+    minimal = {k: v for k, v in PAGE_EXAMPLE.items() if k not in ("width", "height")}
+    assert (VALIDATOR.validate(minimal).width, VALIDATOR.validate(minimal).height) == (1024, 1024)
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt", "num_inference_steps", "samples", "guidance_scale"])
+def test_each_required_field_is_named_when_missing(field):
+    body = {k: v for k, v in PAGE_EXAMPLE.items() if k != field}
+    assert rejected_fields(body) == {field: {"required"}}
+
+
+def test_all_violations_are_reported_not_only_the_first():
+    body = dict(PAGE_EXAMPLE, samples=3, guidance_scale=21, width=1001, direct_link="yes")
+    del body["prompt"]
+    assert rejected_fields(body) == {"prompt": {"required"}, "samples": {"maximum"}, "guidance_scale": {"maximum"},
+                                     "width": {"multipleOf"}, "direct_link": {"type"}}
+
+
+@pytest.mark.parametrize("field,value,rule", [
+    ("samples", True, "type"), ("samples", "2", "type"), ("samples", 2.0, "type"), ("samples", None, "type"),
+    ("samples", 3, "maximum"), ("samples", 0, "minimum"),
+    ("num_inference_steps", 0, "minimum"), ("num_inference_steps", 51, "maximum"),
+    ("guidance_scale", math.nan, "type"), ("guidance_scale", math.inf, "type"), ("guidance_scale", True, "type"),
+    ("guidance_scale", "1.5", "type"), ("guidance_scale", 20.5, "maximum"), ("guidance_scale", -0.1, "minimum"),
+    ("width", 10**30, "maximum"), ("width", 248, "minimum"), ("height", 1544, "maximum"), ("height", 1020, "multipleOf"),
+    ("prompt", "", "minLength"), ("prompt", "   ", "pattern"), ("prompt", "x" * 10_001, "maxLength"),
+    ("negative_prompt", 5, "type"), ("webhook", "ftp://host/x", "pattern"), ("webhook", "http://", "pattern"),
+    ("webhook", "http://host/\n", "pattern"), ("file_prefix", "../", "pattern"), ("file_prefix", "a/b", "pattern"),
+    ("file_prefix", "ok\n", "pattern"), ("file_prefix", "x" * 65, "maxLength"), ("batch_id", 7, "type"),
+    ("direct_link", 1, "type"), ("queued_image_urls", "true", "type"),
+])
+def test_single_rule(field, value, rule):
+    assert rejected_fields(dict(PAGE_EXAMPLE, **{field: value})) == {field: {rule}}
+
+
+def test_guidance_zero_and_limits_inclusive():
+    for guidance in (0, 0.0, 20, 20.0, 7.5):
+        VALIDATOR.validate(dict(PAGE_EXAMPLE, guidance_scale=guidance))
+    for side in (256, 1536):
+        VALIDATOR.validate(dict(PAGE_EXAMPLE, width=side, height=side, samples=2, num_inference_steps=50))
+
+
+def test_unknown_fields_are_ignored():
+    assert VALIDATOR.validate(dict(PAGE_EXAMPLE, model_id="sd3", extra={"a": [1]})).prompt == PAGE_EXAMPLE["prompt"]
+
+
+@pytest.mark.parametrize("body", [[], "text", 5, None, True])
+def test_body_must_be_an_object(body):
+    assert rejected_fields(body) == {"body": {"type"}}
+
+
+@pytest.mark.parametrize("raw,rule", [
+    (b"{", "json"), (b"", "required"), (b"   ", "required"), (b"\xff\xfe{}", "encoding"),
+    (b"[" * 100_000 + b"]" * 100_000, "json"), (b'{"samples": ' + b"9" * 5000 + b"}", "json"), (b"{'a': 1}", "json"),
+])
+def test_broken_json_is_a_body_error(raw, rule):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_json_body(raw)
+    assert [(e.field, e.rule) for e in caught.value.errors] == [("body", rule)]
+
+
+def test_nan_literal_parses_then_fails_as_a_field_error():
+    body = parse_json_body(b'{"guidance_scale": NaN}')
+    assert "type" in rejected_fields(body)["guidance_scale"]
+
+
+def test_profile_changes_the_rules():
+    strict = RequestValidator(load_profile(overrides={"limits": {"samples": {"max": 4}}}))
+    assert strict.validate(dict(PAGE_EXAMPLE, samples=4)).samples == 4
+    assert "maximum" in rejected_fields(dict(PAGE_EXAMPLE, samples=4))["samples"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_requests())
+def test_any_valid_request_is_accepted(body):
+    request = VALIDATOR.validate(body)
+    assert request.samples == body["samples"]
+    assert request.width == body.get("width", 1024) and request.height == body.get("height", 1024)
+
+
+@settings(max_examples=500, deadline=None)
+@given(one_rule_broken())
+def test_any_request_breaking_one_rule_is_rejected_naming_that_field(case):
+    body, field = case
+    assert set(rejected_fields(body)) == {field}
