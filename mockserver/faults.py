@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from .errors import FieldError, InvalidRequest
 
 FAULT_TYPES = ("latency", "status", "drop", "malformed")
+PHASES = ("before", "after")  # before the request is handled (nothing happens), or after (the job exists)
 ENDPOINTS = ("any", "submit", "status", "download")
 MAX_LATENCY_MS = 60_000
 MAX_RULES = 100
@@ -29,6 +30,7 @@ class FaultRule:
     status: int | None = None       # type "status"
     retry_after: int | None = None  # type "status": a Retry-After header in seconds
     ms: int | None = None           # type "latency"
+    phase: str = "before"           # "after": the request is handled, then its answer is lost or replaced
     applied: int = 0
 
     @classmethod
@@ -36,13 +38,17 @@ class FaultRule:
         if not isinstance(data, Mapping):
             raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
         problems = []
-        unknown = set(data) - {"type", "endpoint", "times", "rate", "status", "retry_after", "ms"}
+        unknown = set(data) - {"type", "endpoint", "times", "rate", "status", "retry_after", "ms", "phase"}
         problems += [FieldError(k, "unknown", "is not a fault rule key") for k in sorted(unknown)]
         kind, endpoint = data.get("type"), data.get("endpoint", "any")
         if kind not in FAULT_TYPES:
             problems.append(FieldError("type", "enum", f"must be one of {', '.join(FAULT_TYPES)}"))
         if endpoint not in ENDPOINTS:
             problems.append(FieldError("endpoint", "enum", f"must be one of {', '.join(ENDPOINTS)}"))
+        phase = data.get("phase", "before")
+        if phase not in PHASES:
+            problems.append(FieldError("phase", "enum", "must be 'before' (nothing is handled) or 'after' (handled, "
+                                                        "then the answer is lost)"))
         times, rate = data.get("times"), data.get("rate")
         if times is not None and (not _whole(times) or times < 1):
             problems.append(FieldError("times", "minimum", "must be an integer >= 1"))
@@ -62,7 +68,7 @@ class FaultRule:
         if times is None and rate is None:
             times = 1
         return cls(type=kind, endpoint=endpoint, times=times, rate=rate, status=status,
-                   retry_after=retry_after, ms=ms)
+                   retry_after=retry_after, ms=ms, phase=phase)
 
     def matches(self, endpoint: str) -> bool:
         return self.endpoint in ("any", endpoint)
@@ -77,9 +83,11 @@ class FaultRule:
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """What to do to one request: wait ``delay_ms``, then carry out ``action`` (or answer normally)."""
+    """What to do to one request: wait ``before_ms``, handle it (unless ``action`` is a "before" rule),
+    wait ``after_ms``, then answer normally or as ``action`` says."""
 
-    delay_ms: int = 0
+    before_ms: int = 0
+    after_ms: int = 0
     action: FaultRule | None = None
 
 
@@ -110,7 +118,7 @@ class FaultInjector:
         """Apply the matching rules: latencies add up, the first matching other rule is the action."""
         if not self._rules:  # the common case, without the lock
             return FaultPlan()
-        delay, action = 0, None
+        delay, action = {"before": 0, "after": 0}, None
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(endpoint) or (action and rule.type != "latency"):
@@ -119,11 +127,11 @@ class FaultInjector:
                     continue
                 rule.applied += 1
                 if rule.type == "latency":
-                    delay += rule.ms
+                    delay[rule.phase] += rule.ms
                 else:
                     action = rule
             self._rules = [r for r in self._rules if not r.spent]
-        return FaultPlan(min(delay, MAX_LATENCY_MS), action)
+        return FaultPlan(min(delay["before"], MAX_LATENCY_MS), min(delay["after"], MAX_LATENCY_MS), action)
 
 
 def _whole(value: object) -> bool:

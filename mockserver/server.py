@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import waitress
+from waitress import wasyncore
 from waitress.server import BaseWSGIServer
 
 from .backend import MockBackend
@@ -44,8 +45,23 @@ class RunningServer:
     thread: threading.Thread
 
     def close(self) -> None:
-        self.server.close()
+        """Stop at once. waitress's own close() only stops listening, and its loop runs on while any
+        client keeps a connection alive; so close every channel on the loop's thread, let the loop end,
+        stop the workers, and only then close the trigger pipe they signal through."""
+        server = self.server
+
+        def close_channels():
+            for dispatcher in list(server._map.values()):
+                if dispatcher is server:  # its own close() would shut the trigger under the workers
+                    wasyncore.dispatcher.close(server)
+                elif dispatcher is not server.trigger:
+                    dispatcher.close()
+            server.trigger.del_channel()  # an empty map ends the loop
+
+        server.trigger.pull_trigger(close_channels)
         self.thread.join(timeout=5)
+        server.task_dispatcher.shutdown(timeout=5)
+        server.trigger.close()
         self.backend.close()
 
 

@@ -33,7 +33,7 @@ PATTERN_MESSAGES = {
     "file_prefix": "may hold only letters, digits, '.', '_' and '-', and must not start with '.'",
 }
 
-WEBHOOK_PATTERN = r"^https?://[^\s/?#@]+([/?#]\S*)?$"
+WEBHOOK_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+([/?#]\S*)?$"
 
 
 def request_schema(profile: dict) -> dict:

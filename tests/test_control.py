@@ -198,3 +198,28 @@ def test_webhook_to_non_loopback_host_is_blocked_not_sent(sd35_mock, valid_reque
     job = submit(sd35_mock, dict(valid_request, webhook="http://10.255.255.1/hook")).json()
     [record] = sd35_mock.webhooks(job["id"])
     assert record["outcome"] == "blocked" and "webhook-allow-host" in record["error"]
+
+
+@pytest.mark.parametrize("rule", [{"type": "status", "status": 500}, {"type": "drop"}, {"type": "malformed"}])
+def test_after_phase_faults_lose_the_answer_but_keep_the_job(sd35_mock, valid_request, rule):
+    """The double-billing case: the server made the job, the client never learns its id."""
+    ctl(sd35_mock, "POST", "/faults", {**rule, "endpoint": "submit", "phase": "after"})
+    try:
+        response = submit(sd35_mock, valid_request)
+        assert response.status_code != 200 or not response.text.endswith("}")
+    except requests.ConnectionError:
+        pass
+    assert len(sd35_mock.jobs()) == 1
+    assert submit(sd35_mock, valid_request).status_code == 200
+
+
+def test_after_phase_latency_delays_a_handled_request(sd35_mock, valid_request):
+    ctl(sd35_mock, "POST", "/faults", {"type": "latency", "ms": 400, "endpoint": "submit", "phase": "after"})
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(f"{sd35_mock.url}/sd3_5/v1", json=valid_request, headers=KEY, timeout=0.2)
+    assert len(sd35_mock.jobs()) == 1  # the client timed out, the job exists all the same
+
+
+def test_bad_phase_is_rejected(sd35_mock):
+    response = ctl(sd35_mock, "POST", "/faults", {"type": "drop", "phase": "during"})
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "phase"

@@ -178,7 +178,7 @@ def test_unicode_prompts_render(sd35_mock, valid_request):
         assert image.status_code == 200 and Image.open(io.BytesIO(image.content)).size == (256, 256)
 
 
-@pytest.mark.parametrize("job_id", ["nope", "..%2F..%2Fetc%2Fpasswd", "%00", "x" * 5000, "a/b/c", "🦊"])
+@pytest.mark.parametrize("job_id", ["nope", "..%2F..%2Fetc%2Fpasswd", "%00", "x" * 5000, "a/b/c", "🦊", "/0", "a%0Ab"])
 def test_unknown_ids_are_404(sd35_mock, job_id):
     assert_failure(status(sd35_mock, job_id), 404, "id")
 

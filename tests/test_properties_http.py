@@ -17,6 +17,7 @@ FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 @given(request=valid_requests(max_side=512))
 def test_valid_requests_converge_to_success_with_right_images(sd35_mock_server, request):
     mock = sd35_mock_server
+    mock.reset()  # a session server: start each example from the start-up state
     mock.configure(lifecycle="polls", pending_polls=2)
     submitted = requests.post(f"{mock.url}/sd3_5/v1", json=request, headers=KEY, timeout=10)
     assert submitted.status_code == 200, submitted.text
@@ -39,6 +40,7 @@ def test_valid_requests_converge_to_success_with_right_images(sd35_mock_server, 
 def test_one_broken_rule_is_rejected_naming_that_field(sd35_mock_server, case):
     request, field = case
     mock = sd35_mock_server
+    mock.reset()
     jobs_before = len(mock.jobs())
     # json.dumps, not requests' json=: NaN and Infinity must reach the server as the literals clients send.
     response = requests.post(f"{mock.url}/sd3_5/v1", data=json.dumps(request), timeout=10,

@@ -71,6 +71,12 @@ def test_guidance_zero_and_limits_inclusive():
         VALIDATOR.validate(dict(PAGE_EXAMPLE, width=side, height=side, samples=2, num_inference_steps=50))
 
 
+@pytest.mark.parametrize("url", ["HTTPS://Example.com/hook", "http://user:pw@localhost:8000/cb?x=1#f",
+                                 "http://[::1]:9000/h"])
+def test_webhook_urls_accepted(url):
+    assert VALIDATOR.validate(dict(PAGE_EXAMPLE, webhook=url)).webhook == url
+
+
 def test_unknown_fields_are_ignored():
     assert VALIDATOR.validate(dict(PAGE_EXAMPLE, model_id="sd3", extra={"a": [1]})).prompt == PAGE_EXAMPLE["prompt"]
 

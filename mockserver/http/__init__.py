@@ -11,13 +11,14 @@ import time
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from ..backend import MockBackend
 from ..config import MockConfig
 from ..errors import MockError
 from .api import api
 from .control import control
-from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault
+from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
 
 log = logging.getLogger("mockserver")
 
@@ -33,6 +34,8 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     app.extensions["sd35_backend"] = backend
+    app.url_map.merge_slashes = False  # "//x" is an id of "/x", not a redirect to another job
+    app.url_map.converters["anything"] = AnythingConverter
     app.register_blueprint(api)
     app.register_blueprint(control)
 
@@ -48,6 +51,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.after_request
     def journal(response: Response) -> Response:
+        response = finish_fault(response)
         if not request.path.startswith("/__mock__"):
             body = b"" if response.status_code == 413 else request.get_data(cache=True)
             backend.journal.record(
@@ -84,6 +88,13 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     app.wsgi_app = DropConnectionMiddleware(app.wsgi_app)
     return app
+
+
+class AnythingConverter(BaseConverter):
+    """A path segment tail that may hold slashes and newlines: ids are opaque, and unknown ones are 404s."""
+
+    regex = r"[\s\S]+"
+    part_isolating = False
 
 
 def api_endpoint_kind(endpoint: str) -> str | None:

@@ -27,7 +27,7 @@ def submit():
     return _job_response(backend.submit(key, body, request.host_url))
 
 
-@api.get("/sd3_5/v1/status/<path:job_id>")
+@api.get("/sd3_5/v1/status/<anything:job_id>")
 def status(job_id: str):
     return _job_response(_backend().status(request.headers.get("API-Key"), job_id))
 
@@ -45,7 +45,7 @@ def download_opaque(token: str):
     return _image(token, friendly=False)
 
 
-@api.get("/images/<path:name>")
+@api.get("/images/<anything:name>")
 def download_direct(name: str):
     return _image(name, friendly=True)
 

@@ -72,17 +72,17 @@ def list_jobs():
     return jsonify(jobs=_backend().list_jobs(request.args.get("batch_id"), status, _limit()))
 
 
-@control.get("/jobs/<path:job_id>")
+@control.get("/jobs/<anything:job_id>")
 def show_job(job_id: str):
     return jsonify(_backend().job_detail(job_id))
 
 
-@control.post("/jobs/<path:job_id>/complete")
+@control.post("/jobs/<anything:job_id>/complete")
 def complete_job(job_id: str):
     return jsonify(_backend().force(job_id, SUCCESS))
 
 
-@control.post("/jobs/<path:job_id>/fail")
+@control.post("/jobs/<anything:job_id>/fail")
 def fail_job(job_id: str):
     error = _json_object(optional=True).get("error", "Image generation failed (forced by the mock's control plane)")
     if not isinstance(error, str) or not error or len(error) > 2_000:

@@ -51,15 +51,35 @@ class DropConnectionMiddleware:
 
 
 def apply_fault(backend, endpoint: str) -> Response | None:
-    """Run the fault plan for this request; a Response replaces the real answer."""
+    """Run the "before" part of this request's fault plan; a Response replaces the real answer.
+    The "after" part waits in ``g.after_fault`` for ``finish_fault``."""
     plan = backend.faults.pick(endpoint)
-    if plan.delay_ms:
-        time.sleep(plan.delay_ms / 1000)
-        g.fault = f"latency {plan.delay_ms} ms"
+    _wait(plan.before_ms)
     rule = plan.action
-    if rule is None:
-        return None
-    g.fault = ", ".join(filter(None, [g.fault, rule.type]))
+    if rule is not None and rule.phase == "before":
+        return fault_response(rule)
+    if plan.after_ms or rule is not None:
+        g.after_fault = plan
+    return None
+
+
+def finish_fault(response: Response) -> Response:
+    """The "after" part: the request was handled (a job may exist); now delay or replace its answer."""
+    plan = g.pop("after_fault", None)
+    if plan is None:
+        return response
+    _wait(plan.after_ms)
+    return fault_response(plan.action) if plan.action is not None else response
+
+
+def _wait(ms: int) -> None:
+    if ms:
+        time.sleep(ms / 1000)
+        g.fault = ", ".join(filter(None, [g.get("fault"), f"latency {ms} ms"]))
+
+
+def fault_response(rule) -> Response:
+    g.fault = ", ".join(filter(None, [g.get("fault"), rule.type if rule.phase == "before" else f"{rule.type} after"]))
     if rule.type == "status":
         body = {"status": "FAILURE", "error": f"server: injected HTTP {rule.status}",
                 "errors": [{"field": "server", "rule": "fault", "message": f"injected HTTP {rule.status}"}]}
