@@ -1,0 +1,96 @@
+"""Auth contracts: the API-Key header on both endpoints (L03), HTTP 401 (L15), and the jobs of
+another key (L21). All but L21 send only requests that are refused, so they are free on live."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from client import AuthenticationError, NotFoundError
+
+from .support import CHEAPEST, as_request, expect_rejected
+
+WRONG_KEY = "contracts-wrong-key-000000000000"
+
+
+def _make_key_matter(contract) -> None:
+    """A mock accepts any non-empty key unless told otherwise: tell it which keys are valid."""
+    if contract.control.available:
+        keys = [contract.target.api_key] + ([contract.target.other_key] if contract.target.other_key else [])
+        contract.control.require_keys(*keys)
+
+
+@pytest.mark.ledger("L03")
+def test_submit_without_key_is_refused(contract):
+    err = expect_rejected(contract, "L03", dict(CHEAPEST), error_type=AuthenticationError,
+                          client=contract.client_for(no_key=True), what="a submit without API-Key")
+    assert err.status_code in (401, 403)
+
+
+@pytest.mark.ledger("L03")
+def test_submit_with_wrong_key_is_refused(contract):
+    _make_key_matter(contract)
+    expect_rejected(contract, "L03", dict(CHEAPEST), error_type=AuthenticationError,
+                    client=contract.client_for(WRONG_KEY), what="a submit with an unknown API-Key")
+
+
+@pytest.mark.ledger("L03")
+@pytest.mark.parametrize("key", [None, WRONG_KEY], ids=["no-key", "wrong-key"])
+def test_status_needs_a_valid_key(contract, key):
+    _make_key_matter(contract)
+    api = contract.client_for(no_key=True) if key is None else contract.client_for(key)
+    with pytest.raises(AuthenticationError) as caught:
+        api.status(str(uuid.uuid4()))
+    contract.observe("L03", {"status_endpoint": "no key" if key is None else "wrong key",
+                             "http_status": caught.value.status_code})
+
+
+@pytest.mark.ledger("L03")
+def test_api_key_header_is_what_authenticates(contract):
+    """With the key in API-Key, an invalid body is refused as invalid (400), not as unauthorised."""
+    _make_key_matter(contract)
+    err = expect_rejected(contract, "L03", {"prompt": "x"}, what="a valid key with an incomplete body")
+    assert err.status_code not in (401, 403), f"the valid key was refused: HTTP {err.status_code}"
+
+
+@pytest.mark.ledger("L03")
+def test_key_in_another_header_is_not_accepted(contract):
+    """The key must travel in API-Key; the same key as a bearer token is not a key (raw request)."""
+    _make_key_matter(contract)
+    resp = contract.http.post(contract.url("/sd3_5/v1"), data=json.dumps(CHEAPEST),
+                              headers={"Content-Type": "application/json",
+                                       "Authorization": f"Bearer {contract.target.api_key}"},
+                              timeout=30, allow_redirects=False)
+    contract.observe("L03", {"sent": "key as Authorization: Bearer", "http_status": resp.status_code})
+    assert resp.status_code in (401, 403), f"a key outside API-Key was accepted: HTTP {resp.status_code}"
+
+
+@pytest.mark.ledger("L15")
+def test_bad_key_answers_401(contract):
+    _make_key_matter(contract)
+    err = expect_rejected(contract, "L15", dict(CHEAPEST), error_type=AuthenticationError,
+                          client=contract.client_for(WRONG_KEY), what="an unknown API-Key")
+    contract.observe("L15", {"bad_key_http_status": err.status_code},
+                     profile={"http_status": {"unauthorized": err.status_code}})
+    assert err.status_code == 401, f"a bad key answered HTTP {err.status_code}, not 401"
+
+
+@pytest.mark.ledger("L21")
+@pytest.mark.billable(priority=60)
+def test_jobs_of_another_key_are_not_visible(contract):
+    other = contract.target.other_key
+    if not other:
+        pytest.skip("needs a second valid key: set $CONTRACTS_OTHER_API_KEY")
+    _make_key_matter(contract)
+    job = contract.client.submit(as_request(dict(CHEAPEST)), validate=False)
+    theirs = contract.client_for(other)
+    with pytest.raises(NotFoundError) as foreign:
+        theirs.status(job.id)
+    with pytest.raises(NotFoundError) as unknown:
+        theirs.status(str(uuid.uuid4()))
+    contract.observe("L21", {"foreign_job": foreign.value.status_code, "unknown_id": unknown.value.status_code})
+    assert foreign.value.status_code == unknown.value.status_code
+    # the owner still sees it
+    assert contract.client.status(job.id).id == job.id

@@ -1,0 +1,50 @@
+"""Webhook contracts (L19), mock-only: they need a receiver the target can reach and the mock's
+webhook journal. On a terminal state the status body is POSTed to the URL, and retried on failure."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .support import CHEAPEST, as_request
+
+pytestmark = [pytest.mark.mock_only, pytest.mark.billable(priority=90)]
+
+
+def _deliveries(contract, job_id: str, n: int, timeout: float = 10.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = contract.control.webhooks(job_id)
+        if len(records) >= n or time.monotonic() > deadline:
+            return records
+        time.sleep(0.02)
+
+
+@pytest.mark.ledger("L19")
+@pytest.mark.parametrize("end", ["complete", "fail"])
+def test_the_final_status_body_is_posted_to_the_webhook(contract, webhook_receiver, end):
+    contract.control.configure(lifecycle="manual")
+    job = contract.client.submit(as_request(dict(CHEAPEST, webhook=webhook_receiver.url, batch_id="hook-1")),
+                                 validate=False)
+    assert not webhook_receiver.calls, "the webhook was called before the job ended"
+    getattr(contract.control, end)(job.id)
+    calls = webhook_receiver.wait_for(1)
+    assert len(calls) == 1, f"{len(calls)} webhook calls"
+    status = contract.client.status(job.id)
+    assert calls[0]["json"] == dict(status.raw), "the webhook body is not the status body"
+    assert calls[0]["headers"].get("Content-Type", "").startswith("application/json")
+    contract.observe("L19", {"delivered": calls[0]["json"]})
+
+
+@pytest.mark.ledger("L19")
+def test_a_failed_delivery_is_retried(contract, webhook_receiver):
+    contract.control.configure(lifecycle="manual", webhook_backoff=0.05, webhook_max_attempts=3)
+    webhook_receiver.fail_first = 1
+    job = contract.client.submit(as_request(dict(CHEAPEST, webhook=webhook_receiver.url)), validate=False)
+    contract.control.complete(job.id)
+    calls = webhook_receiver.wait_for(2)
+    assert [c["answered"] for c in calls] == [500, 200], calls
+    assert calls[0]["json"] == calls[1]["json"], "the retry sent another body"
+    records = _deliveries(contract, job.id, 2)
+    assert [r["outcome"] for r in records] == ["http_error", "delivered"], records

@@ -1,0 +1,112 @@
+"""The contract suite's targets, run for real in a separate pytest process: a ``python -m mockserver``
+selected by URL, the live mode's refusal without a key, bad options, and the plugin staying out
+of the way of a project's own tests (and working from one, with ``--pyargs contracts``).
+
+Nothing here contacts the live API: live runs point ``--live-base-url`` at a local stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mockserver.config import MockConfig
+from mockserver.server import serve
+
+REPO = Path(__file__).resolve().parents[1]
+ENV_VARS = ("IMAGEPIPELINE_API_KEY", "CONTRACTS_TARGET", "CONTRACTS_OTHER_API_KEY", "IMAGEPIPELINE_BASE_URL")
+
+
+def run_pytest(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ENV_VARS and not k.startswith("PYTEST_")}
+    clean.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=clean,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def mockserver_process():
+    """``python -m mockserver --port 0 --pending-seconds 0``, as a user would start it."""
+    proc = subprocess.Popen([sys.executable, "-m", "mockserver", "--port", "0", "--pending-seconds", "0", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("sd35-mock listening on "), line + proc.stderr.read()
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_suite_passes_against_a_separately_started_mockserver(mockserver_process, tmp_path):
+    """The whole suite, the target chosen by $CONTRACTS_TARGET (the same as --target URL)."""
+    report = tmp_path / "url.json"
+    done = run_pytest("contracts", "-q", "--contracts-report", str(report), "--contracts-examples", "25",
+                      env={"CONTRACTS_TARGET": mockserver_process})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["target"] == {"kind": "url", "base_url": mockserver_process, "control_plane": True,
+                              "spec": mockserver_process}
+    assert data["summary"] == {"held": 28, "failed": 0, "not_checked": 0}
+    assert "sd35 contract ledger" in done.stdout and "28 held, 0 failed, 0 not checked" in done.stdout
+
+
+def test_live_without_a_key_refuses_at_once_and_sends_nothing():
+    with serve(MockConfig(lifecycle="immediate")) as stand_in:
+        done = run_pytest("contracts", "--target", "live", "--live-base-url", stand_in.url)
+        assert done.returncode == 4, done.stdout + done.stderr          # pytest's usage error
+        assert "needs an API key in $IMAGEPIPELINE_API_KEY" in done.stderr
+        assert "nothing was sent" in done.stderr
+        assert "collected" not in done.stdout                           # refused before collection
+        assert stand_in.backend.journal.entries() == []                 # and no request reached the host
+        assert stand_in.backend.list_jobs() == []
+
+
+def test_a_bad_target_is_a_usage_error():
+    done = run_pytest("contracts", "-q", "--target", "staging")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "--target must be 'mock', 'live' or an http" in done.stderr
+
+
+def test_an_unreachable_url_target_stops_the_run_with_a_clear_message():
+    import socket
+
+    with socket.socket() as s:       # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = run_pytest("contracts", "-q", "--ledger-rows", "L03", "--target", f"http://127.0.0.1:{port}", timeout=60)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"target http://127.0.0.1:{port} does not answer" in done.stdout + done.stderr
+
+
+def test_the_plugin_stays_out_of_a_projects_own_tests_and_serves_its_fixture(tmp_path):
+    """Loaded in every pytest run, it starts no server, prints no table and writes no report unless
+    a contract runs; a project's test may still ask for the ``contract`` fixture (the embedded mock)."""
+    (tmp_path / "test_0_plain.py").write_text(
+        "import threading\n\n"
+        "def test_plain():\n"
+        "    assert not [t for t in threading.enumerate() if t.name.startswith('sd35-mock')]\n")
+    (tmp_path / "test_1_app.py").write_text(
+        "def test_my_app_against_the_embedded_mock(contract):\n"
+        "    job = contract.client.generate(prompt='a cat', negative_prompt='dog')\n"
+        "    assert job.is_success and len(job.download_urls) == 1\n")
+    report = tmp_path / "report.json"
+    done = run_pytest("-q", "--contracts-report", str(report), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+    assert "sd35 contract ledger" not in done.stdout and not report.exists()
+
+
+def test_a_project_runs_the_suite_with_pyargs(tmp_path):
+    report = tmp_path / "report.json"
+    done = run_pytest("--pyargs", "contracts", "-q", "--ledger-rows", "L03,L13", "--contracts-report", str(report),
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert {r["id"] for r in data["rows"] if r["result"] == "held"} == {"L03", "L13"}
+    assert data["target"]["kind"] == "mock"
