@@ -56,7 +56,11 @@ class Limits:
     file_prefix_max_chars: int = 64
     file_prefix_pattern: str = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
     #: http(s), a host, no user-info, no whitespace (the mock's published schema)
-    webhook_pattern: str = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+([/?#]\S*)?$"
+    # The mock's patterns, whitespace spelled out as ECMA-262 (and so /openapi.json) means \s.
+    prompt_pattern: str = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    webhook_pattern: str = (r"^[Hh][Tt][Tt][Pp][Ss]?://[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+                            r"\u205f\u3000\ufeff/?#]+([/?#][^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+                            r"\u205f\u3000\ufeff]*)?$")
 
     @classmethod
     def from_profile(cls, profile: Mapping[str, Any]) -> "Limits":
@@ -181,7 +185,7 @@ def _check(req: GenerationRequest, lim: Limits) -> list[dict[str, str]]:
             bad(name, "type", "must be a string")
         elif non_blank and not value:
             bad(name, "minLength", "must not be empty")
-        elif non_blank and not value.strip():
+        elif non_blank and not re.search(lim.prompt_pattern, value):
             bad(name, "pattern", "must contain a non-whitespace character")
         elif len(value) > max_chars:
             bad(name, "maxLength", f"must be at most {max_chars} characters")

@@ -33,7 +33,11 @@ PATTERN_MESSAGES = {
     "file_prefix": "may hold only letters, digits, '.', '_' and '-', and must not start with '.'",
 }
 
-WEBHOOK_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+([/?#]\S*)?$"
+# Whitespace spelled out as ECMA-262 defines \s: Python's \s also takes U+001C..U+001F and U+0085, so a
+# pattern with \s would mean one thing here and another to every OpenAPI tool reading /openapi.json.
+WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+PROMPT_PATTERN = f"[^{WHITESPACE}]"
+WEBHOOK_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[^{WHITESPACE}/?#]+([/?#][^{WHITESPACE}]*)?$"
 
 
 def request_schema(profile: dict) -> dict:
@@ -52,7 +56,7 @@ def request_schema(profile: dict) -> dict:
         "type": "object",
         "required": list(REQUIRED),
         "properties": {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": lim["prompt_max_chars"], "pattern": r"\S",
+            "prompt": {"type": "string", "minLength": 1, "maxLength": lim["prompt_max_chars"], "pattern": PROMPT_PATTERN,
                        "description": "Required. Description of the image to generate."},
             "negative_prompt": {"type": "string", "maxLength": lim["negative_prompt_max_chars"],
                                 "description": "Required. Description of what should not appear in the image."},

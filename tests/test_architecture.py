@@ -35,3 +35,21 @@ def test_mockserver_does_not_import_client_or_contracts(path):
 @pytest.mark.parametrize("path", sorted((REPO / "client").rglob("*.py")), ids=lambda p: p.name)
 def test_client_does_not_import_mockserver_or_contracts(path):
     assert not imported_modules(path) & {"mockserver", "contracts", "flask"}
+
+
+def imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "contracts").glob("*.py")), ids=lambda p: p.name)
+def test_contracts_reach_the_mock_only_to_start_it(path):
+    """Contracts talk to every target through the client; only the plugin may start the embedded mock."""
+    mock_imports = {name for name in imported_names(path) if name.split(".")[0] == "mockserver"}
+    allowed = {"mockserver.config", "mockserver.server"} if path.name == "plugin.py" else set()
+    assert mock_imports <= allowed

@@ -6,6 +6,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from mockserver import MockConfig, create_app
+from mockserver.openapi import openapi_document
 from mockserver.server import serve
 
 KEY = "schema-key"
@@ -21,15 +22,25 @@ def test_wsgi_conforms(case):
 
 
 @pytest.fixture(scope="module")
-def http_schema():
+def http_mock():
     with serve(CONFIG) as mock:
-        yield schemathesis.openapi.from_url(f"{mock.url}/openapi.json")
+        yield mock
 
 
-http = schemathesis.pytest.from_fixture("http_schema")
+# The very document the server serves (built from the same profile), loaded without a server at
+# collection time; each case is then sent over real HTTP to the module's server.
+http_schema = schemathesis.openapi.from_dict(openapi_document(CONFIG.profile))
 
 
-@http.parametrize()
+@http_schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_http_conforms(case):
-    case.call_and_validate(headers={"API-Key": KEY})
+def test_http_conforms(http_mock, case):
+    case.call_and_validate(base_url=http_mock.url, headers={"API-Key": KEY})
+
+
+def test_served_document_is_the_one_tested(http_mock):
+    import requests
+
+    served = requests.get(f"{http_mock.url}/openapi.json", timeout=10).json()
+    served.pop("servers")
+    assert served == openapi_document(CONFIG.profile)
