@@ -52,7 +52,7 @@ class MockBackend:
         self.validator = RequestValidator(config.profile)
         self.store = getattr(self, "store", None) or JobStore(config.max_jobs, config.job_ttl_seconds)
         self.store.max_jobs, self.store.ttl_seconds = config.max_jobs, config.job_ttl_seconds
-        if not hasattr(self, "journal") or self.journal._entries.maxlen != config.journal_size:
+        if not hasattr(self, "journal") or self.journal.size != config.journal_size:
             self.journal = Journal(config.journal_size, config.journal_body_chars)
         self.webhooks.update(timeout=config.webhook_timeout, max_attempts=config.webhook_max_attempts,
                              backoff=config.webhook_backoff, allow_hosts=config.webhook_allow_hosts)
@@ -272,7 +272,7 @@ class MockBackend:
     def stats(self) -> dict:
         with self.store.lock:
             return {"jobs": len(self.store), "evicted": self.store.evicted, "pending_timers": len(self._due),
-                    "images": self.images.stats(), "journal": len(self.journal.entries())}
+                    "images": self.images.stats(), "journal": len(self.journal)}
 
     def close(self) -> None:
         self._closed = True

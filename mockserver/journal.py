@@ -13,37 +13,56 @@ def redact(value: str) -> str:
 
 
 class Journal:
+    """Records are kept raw and cheap to take (this runs on every request); they are shaped, and
+    secrets redacted, only when someone reads them."""
+
     def __init__(self, size: int, body_chars: int):
         self.body_chars = body_chars
-        self._entries: deque[dict] = deque(maxlen=size)
+        self._entries: deque[tuple] = deque(maxlen=size)
         self._lock = threading.Lock()
         self._seq = 0
 
-    def record(self, *, at: float, method: str, path: str, query: str, headers: dict[str, str],
-               body: bytes, status: int, duration_ms: float, fault: str | None = None) -> None:
-        text = body[: self.body_chars * 4].decode("utf-8", "replace")[: self.body_chars]
+    def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
+               duration_ms: float, fault: str | None = None) -> None:
+        """``headers``: (name, value) pairs or a mapping."""
+        pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
+        raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault)
+        with self._lock:
+            self._seq += 1
+            self._entries.append((self._seq, raw))
+
+    def _shape(self, seq: int, raw: tuple) -> dict:
+        at, method, path, query, pairs, body, body_len, status, duration_ms, fault = raw
+        text = body.decode("utf-8", "replace")[: self.body_chars]
         entry = {
             "at": at,
             "method": method,
             "path": path,
-            "query": query,
-            "headers": {k: redact(v) if k.lower() in SECRET_HEADERS else v[:500] for k, v in headers.items()},
+            "query": query[:500],
+            "headers": {k: redact(v) if k.lower() in SECRET_HEADERS else v[:500] for k, v in pairs},
             "body": text,
-            "body_truncated": len(body) > len(text.encode("utf-8")),
+            "body_truncated": body_len > len(text.encode("utf-8")),
             "status": status,
             "duration_ms": round(duration_ms, 3),
+            "seq": seq,
         }
         if fault:
             entry["fault"] = fault
-        with self._lock:
-            self._seq += 1
-            entry["seq"] = self._seq
-            self._entries.append(entry)
+        return entry
 
     def entries(self, limit: int | None = None) -> list[dict]:
         with self._lock:
             items = list(self._entries)
-        return items[-limit:] if limit else items
+        if limit:
+            items = items[-limit:]
+        return [self._shape(seq, raw) for seq, raw in items]
+
+    @property
+    def size(self) -> int:
+        return self._entries.maxlen or 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         with self._lock:
