@@ -50,11 +50,15 @@ __all__ = [
 class ImagePipelineError(Exception):
     """Base of every client error; catch this to catch them all."""
 
-    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+    def __init__(self, message: str, *, job_id: str | None = None, status_code: int | None = None,
+                 body: Any = None) -> None:
         super().__init__(message)
         self.message = message
         #: the job this error concerns, when known (so a caller can resume with ``wait``)
         self.job_id = job_id
+        #: for errors built from an HTTP answer: its status, and its decoded JSON body (else raw text)
+        self.status_code = status_code
+        self.body = body
 
     def __str__(self) -> str:
         return self.message
@@ -86,19 +90,6 @@ class ConnectionLostError(TransportError):
 
 class APIError(ImagePipelineError):
     """An error HTTP status from the server, with its parsed body (or raw text)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        body: Any = None,
-        job_id: str | None = None,
-    ) -> None:
-        super().__init__(message, job_id=job_id)
-        self.status_code = status_code
-        #: the decoded JSON body when it parsed, else the raw text (or None)
-        self.body = body
 
     def __str__(self) -> str:
         if self.status_code is None:
@@ -181,18 +172,6 @@ class ServerError(APIError):
 
 class UnexpectedResponseError(ImagePipelineError):
     """A 2xx answer that breaks the contract: not JSON, unknown status, missing fields."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int | None = None,
-        body: Any = None,
-        job_id: str | None = None,
-    ) -> None:
-        super().__init__(message, job_id=job_id)
-        self.status_code = status_code
-        self.body = body
 
 
 class JobFailedError(ImagePipelineError):
