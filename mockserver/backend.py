@@ -118,7 +118,7 @@ class MockBackend:
     def status(self, api_key: str | None, job_id: str) -> dict:
         owner = self.authenticate(api_key)
         with self.store.lock:
-            job = self.store.get(job_id)
+            job = self.store.get(job_id, now=self.clock.now())
             if job is None or job.owner_key != owner:
                 raise NotFound(FieldError("id", "exists", f"no job with id {job_id[:100]!r} for this key"))
             job.polls += 1
@@ -150,7 +150,7 @@ class MockBackend:
     def image(self, key: str, friendly: bool) -> tuple[bytes, str, str]:
         """The bytes, content type and file name behind a download URL."""
         with self.store.lock:
-            found = self.store.image(key)
+            found = self.store.image(key, now=self.clock.now())
             if found is None or found[0].request.direct_link != friendly:
                 raise NotFound(FieldError("url", "exists", "no image at this URL"))
             job, index = found

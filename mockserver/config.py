@@ -72,7 +72,7 @@ class MockConfig:
     journal_size: int = 500
     journal_body_chars: int = 2_000
     max_body_bytes: int = 1_048_576
-    image_cache_bytes: int = 64 * 1024 * 1024
+    image_cache_bytes: int = 32 * 1024 * 1024
     # Webhooks.
     webhook_timeout: float = 5.0
     webhook_max_attempts: int = 3

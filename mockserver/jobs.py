@@ -54,6 +54,7 @@ class Job:
     error: str | None = None
     finished_at: float | None = None
     forced: bool = False
+    touched_at: float = 0.0                  # last submit, status read or image read: what eviction goes by
     history: list[tuple[str, float]] = field(default_factory=list)
 
     @property
@@ -73,8 +74,9 @@ class Job:
 class JobStore:
     """Jobs by id, and their images by token and file name, bounded in count and age.
 
-    When full, the oldest job goes first (the API has no promise to keep jobs forever; the live
-    provider's newer API keeps results 24 h). The caller holds ``lock`` around every use.
+    When full, the least recently used job goes first, so a job a client is still polling outlives
+    ones nobody asks about; a job unused for ``ttl_seconds`` expires (the API promises no lifetime;
+    the provider's newer API keeps results 24 h). The caller holds ``lock`` around every use.
     """
 
     def __init__(self, max_jobs: int, ttl_seconds: float):
@@ -88,6 +90,7 @@ class JobStore:
         self.expire(now)
         while len(self._jobs) >= self.max_jobs:
             self._remove(next(iter(self._jobs)))
+        job.touched_at = now
         self._jobs[job.id] = job
         for index, (token, name) in enumerate(zip(job.tokens, job.file_names)):
             self._images[token] = (job.id, index)
@@ -96,7 +99,7 @@ class JobStore:
     def expire(self, now: float) -> None:
         while self._jobs:
             oldest = next(iter(self._jobs.values()))
-            if oldest.created_at + self.ttl_seconds > now:
+            if oldest.touched_at + self.ttl_seconds > now:
                 break
             self._remove(oldest.id)
 
@@ -106,14 +109,19 @@ class JobStore:
             self._images.pop(key, None)
         self.evicted += 1
 
-    def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+    def get(self, job_id: str, now: float | None = None) -> Job | None:
+        """The job; with ``now``, a use that keeps it from eviction."""
+        job = self._jobs.get(job_id)
+        if job is not None and now is not None:
+            job.touched_at = now
+            self._jobs.move_to_end(job_id)
+        return job
 
-    def image(self, key: str) -> tuple[Job, int] | None:
+    def image(self, key: str, now: float | None = None) -> tuple[Job, int] | None:
         found = self._images.get(key)
         if found is None:
             return None
-        job = self._jobs.get(found[0])
+        job = self.get(found[0], now)
         return (job, found[1]) if job else None
 
     def __iter__(self) -> Iterator[Job]:

@@ -9,16 +9,33 @@ from typing import Iterator
 
 import waitress
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 
 from .backend import MockBackend
 from .config import MockConfig
 
 
+class _Channel(HTTPChannel):
+    """waitress's channel, minus a busy loop that collapses throughput under concurrency.
+
+    With a worker still writing its answer, the stock channel reports itself writable; the I/O thread
+    then fails to take the output lock, loops, and holds the GIL while doing so, starving the very
+    workers it waits for (measured: 2,400 req/s at 8 connections, 630 at 32, 37 at 128). A channel
+    whose task is running is left to that task, which flushes its own output and wakes the loop when
+    done; only a full buffer or a close needs the I/O thread. (Compare Pylons/waitress#177.)
+    """
+
+    def writable(self):
+        if self.requests and self.total_outbufs_len < self.adj.outbuf_high_watermark:
+            return bool(self.will_close or self.close_when_flushed)
+        return super().writable()
+
+
 def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8,
                 max_body_bytes: int = 1_048_576) -> BaseWSGIServer:
     """A bound, not yet running, waitress server; ``port=0`` picks a free port."""
-    return waitress.create_server(
+    server = waitress.create_server(
         app, host=host, port=port, threads=threads, ident="sd35-mock",
         connection_limit=1000,              # parallel test runners and load tests open many sockets
         asyncore_use_poll=True,             # no select() limit of 1024 descriptors
@@ -27,6 +44,8 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8
         max_request_body_size=max(64 * 1024 * 1024, 4 * max_body_bytes),
         channel_timeout=60, clear_untrusted_proxy_headers=True,
     )
+    server.channel_class = _Channel
+    return server
 
 
 def server_url(server: BaseWSGIServer, host: str) -> str:

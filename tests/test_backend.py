@@ -260,3 +260,12 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 LifecycleMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
 test_lifecycle_machine = LifecycleMachine.TestCase
+
+
+def test_eviction_spares_jobs_still_in_use(make_backend):
+    backend = make_backend(lifecycle="immediate", max_jobs=3)
+    polled = backend.submit("k", REQ, BASE)["id"]
+    for _ in range(5):
+        backend.submit("k", REQ, BASE)
+        assert backend.status("k", polled)["status"] == "SUCCESS"  # each poll keeps it the newest
+    assert len(backend.store) == 3
