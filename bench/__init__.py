@@ -1,0 +1,1 @@
+"""Benchmark harness: our mock vs WireMock vs Prism under one wrk workload (`python -m bench`)."""
