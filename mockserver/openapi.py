@@ -34,6 +34,9 @@ def job_schema(profile: dict) -> dict:
             "error": {"type": "string"},
             "batch_id": {"type": "string"},
         },
+        # So that tools that answer from the document (Prism, say) answer like the mock, not "string".
+        "example": {"status": "SUCCESS", "id": "0d3c1f52-7a5e-4f4b-9a0e-2f6d8b1c9e47",
+                    "download_urls": ["http://127.0.0.1:8080/files/6f1d2c3b4a5948e7b6a5c4d3e2f1a0b9"]},
     }
 
 
