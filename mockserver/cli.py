@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deliver webhooks to this host too (loopback is always allowed; '*' allows any)")
     p.add_argument("--max-jobs", type=int, default=int(_env("MAX_JOBS", "10000")), help="jobs kept at most")
     p.add_argument("--threads", type=int, default=int(_env("THREADS", "4")), help="worker threads (default 4: more only add GIL contention)")
-    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.add_argument("--quiet", action="store_true", default=_env("QUIET", "") not in ("", "0", "false"),
+                   help="log warnings only")
     return p
 
 
