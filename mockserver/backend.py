@@ -42,6 +42,8 @@ class MockBackend:
         self._wake = threading.Condition()
         self._ticker: threading.Thread | None = None
         self._closed = False
+        self.store = JobStore(self.initial_config.max_jobs, self.initial_config.job_ttl_seconds)
+        self.journal = Journal(self.initial_config.journal_size, self.initial_config.journal_body_chars)
         self._apply_config(self.initial_config)
 
     # -- configuration -----------------------------------------------------------------------
@@ -50,10 +52,11 @@ class MockBackend:
         self.config = config
         self.profile = config.profile
         self.validator = RequestValidator(config.profile)
-        self.store = getattr(self, "store", None) or JobStore(config.max_jobs, config.job_ttl_seconds)
+        # The store is kept (its lock may be held by the caller); only its bounds follow the config.
         self.store.max_jobs, self.store.ttl_seconds = config.max_jobs, config.job_ttl_seconds
-        if not hasattr(self, "journal") or self.journal.size != config.journal_size:
+        if self.journal.size != config.journal_size:
             self.journal = Journal(config.journal_size, config.journal_body_chars)
+        self.journal.body_chars = config.journal_body_chars
         self.webhooks.update(timeout=config.webhook_timeout, max_attempts=config.webhook_max_attempts,
                              backoff=config.webhook_backoff, allow_hosts=config.webhook_allow_hosts)
         if reseed:  # never on other changes: re-seeding mid-run would hand out the same ids again
@@ -118,9 +121,10 @@ class MockBackend:
     def status(self, api_key: str | None, job_id: str) -> dict:
         owner = self.authenticate(api_key)
         with self.store.lock:
-            job = self.store.get(job_id, now=self.clock.now())
+            job = self.store.get(job_id)
             if job is None or job.owner_key != owner:
                 raise NotFound(FieldError("id", "exists", f"no job with id {job_id[:100]!r} for this key"))
+            self.store.touch(job, self.clock.now())  # only its owner's reads keep a job from eviction
             job.polls += 1
             self._progress(job)
             return self.job_body(job)

@@ -109,20 +109,24 @@ class JobStore:
             self._images.pop(key, None)
         self.evicted += 1
 
-    def get(self, job_id: str, now: float | None = None) -> Job | None:
-        """The job; with ``now``, a use that keeps it from eviction."""
-        job = self._jobs.get(job_id)
-        if job is not None and now is not None:
-            job.touched_at = now
-            self._jobs.move_to_end(job_id)
-        return job
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def touch(self, job: Job, now: float) -> None:
+        """A use of the job: it becomes the last to be evicted."""
+        job.touched_at = now
+        self._jobs.move_to_end(job.id)
 
     def image(self, key: str, now: float | None = None) -> tuple[Job, int] | None:
         found = self._images.get(key)
         if found is None:
             return None
-        job = self.get(found[0], now)
-        return (job, found[1]) if job else None
+        job = self._jobs.get(found[0])
+        if job is None:
+            return None
+        if now is not None:
+            self.touch(job, now)
+        return job, found[1]
 
     def __iter__(self) -> Iterator[Job]:
         return iter(list(self._jobs.values()))

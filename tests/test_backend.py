@@ -269,3 +269,22 @@ def test_eviction_spares_jobs_still_in_use(make_backend):
         backend.submit("k", REQ, BASE)
         assert backend.status("k", polled)["status"] == "SUCCESS"  # each poll keeps it the newest
     assert len(backend.store) == 3
+
+
+def test_reads_by_another_key_do_not_keep_a_job_alive(make_backend):
+    backend = make_backend(lifecycle="immediate", max_jobs=2)
+    probed = backend.submit("alice", REQ, BASE)["id"]
+    backend.submit("alice", REQ, BASE)
+    with pytest.raises(NotFound):
+        backend.status("mallory", probed)
+    backend.submit("alice", REQ, BASE)  # full: the least recently used by its owner goes
+    with pytest.raises(NotFound):
+        backend.status("alice", probed)
+
+
+def test_config_changes_keep_the_store_and_its_lock(make_backend):
+    backend = make_backend()
+    store, lock = backend.store, backend.store.lock
+    backend.update_config({"lifecycle": "manual", "max_jobs": 7, "journal_body_chars": 10})
+    assert backend.store is store and backend.store.lock is lock and store.max_jobs == 7
+    assert backend.journal.body_chars == 10
