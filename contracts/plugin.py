@@ -370,7 +370,6 @@ class ContractRun:
         self.session.close()
         self.control.close()
         if self._server is not None:
-            time.sleep(0.05)   # let the server see the closed connections before it stops
             self._server.close()
 
 

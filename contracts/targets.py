@@ -170,8 +170,10 @@ class Control:
     def journal(self) -> list[dict]:
         return self.call("GET", "/journal")["requests"]
 
-    def webhooks(self, job_id: str | None = None) -> list[dict]:
-        return self.call("GET", "/webhooks" + (f"?job_id={job_id}" if job_id else ""))["deliveries"]
+    def webhooks(self, job_id: str | None = None, wait: float = 10.0) -> list[dict]:
+        """The webhook deliveries, once the mock has none queued or in flight (up to ``wait`` s)."""
+        query = f"?wait={wait:g}" + (f"&job_id={job_id}" if job_id else "")
+        return self.call("GET", "/webhooks" + query)["deliveries"]
 
     def fault(self, **rule: Any) -> dict:
         return self.call("POST", "/faults", rule)

@@ -223,3 +223,13 @@ def test_after_phase_latency_delays_a_handled_request(sd35_mock, valid_request):
 def test_bad_phase_is_rejected(sd35_mock):
     response = ctl(sd35_mock, "POST", "/faults", {"type": "drop", "phase": "during"})
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "phase"
+
+
+def test_webhooks_wait_returns_settled_records(sd35_mock, receiver, valid_request):
+    receiver.fail_next = 1
+    ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "immediate", "webhook_backoff": 0.05})
+    job = submit(sd35_mock, dict(valid_request, webhook=receiver.url)).json()
+    settled = ctl(sd35_mock, "GET", f"/webhooks?job_id={job['id']}&wait=10").json()["deliveries"]
+    assert [d["outcome"] for d in settled] == ["http_error", "delivered"]
+    for bad in ("-1", "31", "soon", "nan"):
+        assert ctl(sd35_mock, "GET", f"/webhooks?wait={bad}").json()["errors"][0]["field"] == "wait"

@@ -103,6 +103,17 @@ def clear_journal():
 
 @control.get("/webhooks")
 def webhooks():
+    """``?wait=S``: first wait up to S seconds (at most 30) until no delivery is queued or in flight,
+    so a test over HTTP reads settled records without polling."""
+    wait = request.args.get("wait")
+    if wait is not None:
+        try:
+            seconds = float(wait)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= 30:
+            raise InvalidRequest(FieldError("wait", "range", "must be a number of seconds from 0 to 30"))
+        _backend().webhooks.wait_idle(timeout=seconds)
     return jsonify(deliveries=_backend().webhooks.records(request.args.get("job_id")))
 
 
