@@ -72,14 +72,19 @@ def finish_fault(response: Response) -> Response:
     return fault_response(plan.action) if plan.action is not None else response
 
 
+def _note(what: str) -> None:
+    """Add to what the journal says was done to this request."""
+    g.fault = ", ".join(filter(None, [g.get("fault"), what]))
+
+
 def _wait(ms: int) -> None:
     if ms:
         time.sleep(ms / 1000)
-        g.fault = ", ".join(filter(None, [g.get("fault"), f"latency {ms} ms"]))
+        _note(f"latency {ms} ms")
 
 
 def fault_response(rule) -> Response:
-    g.fault = ", ".join(filter(None, [g.get("fault"), rule.type if rule.phase == "before" else f"{rule.type} after"]))
+    _note(rule.type if rule.phase == "before" else f"{rule.type} after")
     if rule.type == "status":
         body = {"status": "FAILURE", "error": f"server: injected HTTP {rule.status}",
                 "errors": [{"field": "server", "rule": "fault", "message": f"injected HTTP {rule.status}"}]}

@@ -3,17 +3,9 @@ mock server on a free port for the property-based tests."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# `pytest` run from the repo root without an installed package: make `client` importable.
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from client import ImagePipelineClient  # noqa: E402
+from client import ImagePipelineClient
 
 class FakeClock:
     """monotonic() and sleep() on a virtual timeline; every sleep is recorded, none is real."""
