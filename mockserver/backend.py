@@ -11,11 +11,13 @@ from __future__ import annotations
 import heapq
 import random
 import threading
+import time
 import uuid
+from typing import Callable
 from urllib.parse import quote
 
 from .config import MockConfig
-from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, NotFound, Unauthorized
+from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, MockError, NotFound, Unauthorized
 from .faults import FaultInjector
 from .images import CONTENT_TYPES, ImageCache, ImageSpec, render_image
 from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore
@@ -24,12 +26,38 @@ from .validation import GenerationRequest, RequestValidator
 from .webhooks import WebhookDispatcher
 
 
-class MockBackend:
+class ConfigRules:
+    """Answers that follow from the configuration alone. Shared by ``MockBackend`` and the workers'
+    ``RemoteBackend`` (``mockserver.shared``), so neither needs a round trip to the other for them."""
+
+    config: MockConfig
+
+    @property
+    def profile(self) -> dict:
+        return self.config.profile
+
+    def authenticate(self, api_key: str | None) -> str:
+        if not api_key:
+            raise Unauthorized(FieldError("API-Key", "required", "header is missing: pass your key as API-Key"))
+        if self.config.api_keys and api_key not in self.config.api_keys:
+            raise Unauthorized(FieldError("API-Key", "valid", "is not a valid key"))
+        return api_key
+
+    def http_status(self, kind: str, default: int) -> int:
+        return int(self.profile.get("http_status", {}).get(kind, default))
+
+    def body_http_status(self, body: dict) -> int:
+        kind = {PENDING: "pending", SUCCESS: "success", FAILURE: "job_failure"}[body["status"]]
+        return self.http_status(kind, 200)
+
+
+class MockBackend(ConfigRules):
     def __init__(self, config: MockConfig | None = None, clock: Clock | None = None):
         self.initial_config = config or MockConfig()
         self.clock = clock or Clock()
         self.images = ImageCache(max_bytes=self.initial_config.image_cache_bytes)
-        self.faults = FaultInjector(self.initial_config.seed)
+        self._watchers: list[Callable[[str], None]] = []
+        self.faults = FaultInjector(self.initial_config.seed, on_change=lambda: self._changed("faults"))
         self.webhooks = WebhookDispatcher(
             timeout=self.initial_config.webhook_timeout,
             max_attempts=self.initial_config.webhook_max_attempts,
@@ -50,7 +78,6 @@ class MockBackend:
 
     def _apply_config(self, config: MockConfig, reseed: bool = True) -> None:
         self.config = config
-        self.profile = config.profile
         self.validator = RequestValidator(config.profile)
         # The store is kept (its lock may be held by the caller); only its bounds follow the config.
         self.store.max_jobs, self.store.ttl_seconds = config.max_jobs, config.job_ttl_seconds
@@ -62,6 +89,19 @@ class MockBackend:
         if reseed:  # never on other changes: re-seeding mid-run would hand out the same ids again
             self._rng = random.Random(config.seed)
             self._ids = random.Random(config.seed) if config.seed is not None else None
+        self._changed("config")
+
+    def watch(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback("config")`` after every configuration change and ``callback("faults")`` after every
+        change to the set of fault rules, whoever makes it (the shared state publishes them to its workers)."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[str], None]) -> None:
+        self._watchers.remove(callback)
+
+    def _changed(self, what: str) -> None:
+        for callback in list(self._watchers):
+            callback(what)
 
     def update_config(self, changes: dict) -> MockConfig:
         new = self.config.updated(changes)
@@ -86,21 +126,18 @@ class MockBackend:
             self.faults.clear(self.initial_config.seed)
             self._apply_config(self.initial_config)
 
-    def http_status(self, kind: str, default: int) -> int:
-        return int(self.profile.get("http_status", {}).get(kind, default))
-
     # -- the public API ------------------------------------------------------------------------
 
-    def authenticate(self, api_key: str | None) -> str:
-        if not api_key:
-            raise Unauthorized(FieldError("API-Key", "required", "header is missing: pass your key as API-Key"))
-        if self.config.api_keys and api_key not in self.config.api_keys:
-            raise Unauthorized(FieldError("API-Key", "valid", "is not a valid key"))
-        return api_key
+    def submit(self, api_key: str | None, body: object, base_url: str, journal: dict | None = None) -> dict:
+        """A new job. ``journal``: the HTTP request to journal with the outcome (see ``_journaled``)."""
+        return self._journaled(journal, lambda: self._create_job(
+            self.authenticate(api_key), self.validator.validate(body), base_url))
 
-    def submit(self, api_key: str | None, body: object, base_url: str) -> dict:
-        owner = self.authenticate(api_key)
-        request = self.validator.validate(body)
+    def create_job(self, owner: str, request: GenerationRequest, base_url: str, journal: dict | None = None) -> dict:
+        """The second half of ``submit``, for a request already authenticated and validated."""
+        return self._journaled(journal, lambda: self._create_job(owner, request, base_url))
+
+    def _create_job(self, owner: str, request: GenerationRequest, base_url: str) -> dict:
         with self.store.lock:
             now = self.clock.now()
             job_id = self._new_id()
@@ -118,7 +155,10 @@ class MockBackend:
             self._progress(job)
             return self.job_body(job)
 
-    def status(self, api_key: str | None, job_id: str) -> dict:
+    def status(self, api_key: str | None, job_id: str, journal: dict | None = None) -> dict:
+        return self._journaled(journal, lambda: self._status(api_key, job_id))
+
+    def _status(self, api_key: str | None, job_id: str) -> dict:
         owner = self.authenticate(api_key)
         with self.store.lock:
             job = self.store.get(job_id)
@@ -142,10 +182,6 @@ class MockBackend:
             body["batch_id"] = job.request.batch_id
         return body
 
-    def body_http_status(self, body: dict) -> int:
-        kind = {PENDING: "pending", SUCCESS: "success", FAILURE: "job_failure"}[body["status"]]
-        return self.http_status(kind, 200)
-
     def download_urls(self, job: Job) -> list[str]:
         if job.request.direct_link:
             return [f"{job.base_url}/images/{quote(name)}" for name in job.file_names]
@@ -153,6 +189,12 @@ class MockBackend:
 
     def image(self, key: str, friendly: bool) -> tuple[bytes, str, str]:
         """The bytes, content type and file name behind a download URL."""
+        spec, fmt, name = self.image_source(key, friendly)
+        return self.images.get(spec, fmt), CONTENT_TYPES[fmt], name
+
+    def image_source(self, key: str, friendly: bool) -> tuple[ImageSpec, str, str]:
+        """What to render for a download URL (spec, format, file name), without rendering it: workers
+        render from their own cache, so a slow first image never holds up the shared state."""
         with self.store.lock:
             found = self.store.image(key, now=self.clock.now())
             if found is None or found[0].request.direct_link != friendly:
@@ -169,9 +211,33 @@ class MockBackend:
         spec = ImageSpec(prompt=request.prompt, negative_prompt=request.negative_prompt, width=request.width,
                          height=request.height, num_inference_steps=request.num_inference_steps,
                          guidance_scale=float(request.guidance_scale), index=index, samples=request.samples)
-        data = self.images.get(spec, fmt)
         name = job.file_names[index].rsplit(".", 1)[0] + "." + ("jpg" if fmt == "jpeg" else fmt)
-        return data, CONTENT_TYPES[fmt], name
+        return spec, fmt, name
+
+    def record_request(self, **entry) -> None:
+        """Journal one API request, stamped with the mock's clock (see ``Journal.record``)."""
+        self.journal.record(at=self.clock.now(), **entry)
+
+    def _journaled(self, entry: dict | None, operation):
+        """Run ``operation`` and journal the request ``entry`` (from the HTTP layer: method, path, query,
+        headers, body, and ``started`` on ``time.monotonic``) with the status its outcome will be answered
+        with. The entry is marked taken, so the HTTP layer does not journal it again. Journaling with the
+        operation saves a worker a second message to the shared state (``mockserver.shared``)."""
+        if entry is None:
+            return operation()
+        entry["taken"] = True
+        status = 500
+        try:
+            body = operation()
+            status = self.body_http_status(body)
+            return body
+        except MockError as exc:
+            status = self.http_status(exc.kind, exc.default_status)
+            raise
+        finally:
+            self.journal.record(at=self.clock.now(), method=entry["method"], path=entry["path"], query=entry["query"],
+                                headers=entry["headers"], body=entry["body"], status=status,
+                                duration_ms=(time.monotonic() - entry["started"]) * 1000)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ class MockError(Exception):
         self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
         super().__init__(self.message)
 
+    def __reduce__(self):
+        """Pickle by field errors, not by message: errors cross from the shared state to the workers."""
+        return self.__class__, (self.errors,)
+
     @property
     def message(self) -> str:
         return "; ".join(str(e) for e in self.errors)

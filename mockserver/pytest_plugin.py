@@ -18,13 +18,17 @@ import pytest
 
 from .backend import MockBackend
 from .config import MockConfig
-from .server import RunningServer, start
+from .server import start
+
+# The session mock's settings: jobs finish on their first status poll; seeded; webhooks retry at once.
+SESSION_CONFIG = dict(lifecycle="polls", pending_polls=1, seed=1234, webhook_backoff=0.0)
 
 
 class MockHandle:
-    """A running mock and its controls, called in-process (no HTTP round trip for control)."""
+    """A running mock and its controls, called in-process (no HTTP round trip for control).
+    ``running``: ``server.start()``'s or ``workers.start_workers()``'s result (a URL, a backend, close)."""
 
-    def __init__(self, running: RunningServer):
+    def __init__(self, running):
         self.running = running
         self.url: str = running.url
         self.backend: MockBackend = running.backend
@@ -62,7 +66,7 @@ class MockHandle:
 @pytest.fixture(scope="session")
 def sd35_mock_server():
     """One mock for the session: jobs finish on their first status poll; seeded."""
-    running = start(MockConfig(lifecycle="polls", pending_polls=1, seed=1234, webhook_backoff=0.0))
+    running = start(MockConfig(**SESSION_CONFIG))
     yield MockHandle(running)
     running.close()
 

@@ -33,10 +33,12 @@ class _Channel(HTTPChannel):
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8,
-                max_body_bytes: int = 1_048_576) -> BaseWSGIServer:
-    """A bound, not yet running, waitress server; ``port=0`` picks a free port."""
+                max_body_bytes: int = 1_048_576, sockets: list | None = None) -> BaseWSGIServer:
+    """A bound, not yet running, waitress server; ``port=0`` picks a free port. ``sockets``: serve these
+    already listening sockets instead (the workers of ``mockserver.workers`` share one)."""
+    where = {"sockets": sockets} if sockets else {"host": host, "port": port}
     server = waitress.create_server(
-        app, host=host, port=port, threads=threads, ident="sd35-mock",
+        app, **where, threads=threads, ident="sd35-mock",
         connection_limit=1000,              # parallel test runners and load tests open many sockets
         asyncore_use_poll=True,             # no select() limit of 1024 descriptors
         # waitress spools bodies to a temp file and answers a plain-text 413 past its own cap; below that
@@ -49,10 +51,15 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8
 
 
 def server_url(server: BaseWSGIServer, host: str) -> str:
+    return display_url(host, server.effective_port)
+
+
+def display_url(host: str, port: int) -> str:
+    """The URL to print for a bound address: a wildcard address is reached through loopback."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{server.effective_port}"
+    return f"http://{shown}:{port}"
 
 
 @dataclass

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-import requests
-from urllib3.util import parse_url
 
 __all__ = ["WebhookDispatcher", "USER_AGENT", "MAX_BACKOFF", "check_url", "host_allowed",
            "is_loopback_host", "backoff_delay"]
@@ -63,6 +61,8 @@ def check_url(url: object, allow_hosts: Iterable[str]) -> tuple[str, str | None]
         parts.port  # raises ValueError for a bad port
         host = parts.hostname
         # requests (urllib3) must agree on the host, or it could connect somewhere we did not check
+        from urllib3.util import parse_url  # imported on first use: a worker process never needs it
+
         other = parse_url(url).host
     except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed URL
         return "error", f"malformed webhook URL: {exc}"
@@ -258,6 +258,8 @@ class WebhookDispatcher:
                 self._cond.wait(wait)
 
     def _run(self) -> None:
+        import requests  # on first delivery: requests costs 14 MB, and most runs send no webhook
+
         session = requests.Session()
         session.trust_env = False  # no proxy from the environment: loopback must stay loopback
         while True:
@@ -278,7 +280,9 @@ class WebhookDispatcher:
                     self._inflight -= 1
                     self._cond.notify_all()
 
-    def _attempt(self, session: requests.Session, d: _Delivery) -> None:
+    def _attempt(self, session, d: _Delivery) -> None:
+        import requests
+
         with self._cond:
             timeout, max_attempts, backoff, allow = self.timeout, self.max_attempts, self.backoff, self.allow_hosts
         at = self._clock()

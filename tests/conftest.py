@@ -16,3 +16,19 @@ def receiver():
 @pytest.fixture
 def valid_request():
     return dict(REQ)
+
+
+@pytest.fixture(scope="session", params=["one process", "2 workers"])
+def sd35_mock_server(request):
+    """Overrides the plugin's fixture: every HTTP test runs against the one-process server and against
+    two worker processes over the shared state (``python -m mockserver --workers 2``), which must behave
+    the same."""
+    from mockserver.config import MockConfig
+    from mockserver.pytest_plugin import SESSION_CONFIG, MockHandle
+    from mockserver.server import start
+    from mockserver.workers import start_workers
+
+    config = MockConfig(**SESSION_CONFIG)
+    running = start(config) if request.param == "one process" else start_workers(config, workers=2, threads=4)
+    yield MockHandle(running)
+    running.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,3 +51,20 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+SERVING = ["one process", "2 workers"]
+
+
+@contextlib.contextmanager
+def running_mock(config, serving: str, threads: int = 8):
+    """A real server of either kind on a free port, with ``.url`` and the one ``.backend``."""
+    from mockserver.server import start
+    from mockserver.workers import start_workers
+
+    running = start(config, threads=threads) if serving == "one process" else \
+        start_workers(config, workers=2, threads=threads)
+    try:
+        yield running
+    finally:
+        running.close()

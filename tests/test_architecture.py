@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ["backend", "jobs", "validation", "config", "errors", "images", "webhooks", "faults", "journal", "openapi"]
+CORE = ["backend", "jobs", "validation", "config", "errors", "images", "webhooks", "faults", "journal", "openapi",
+        "shared"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -53,3 +54,15 @@ def test_contracts_reach_the_mock_only_to_start_it(path):
     mock_imports = {name for name in imported_names(path) if name.split(".")[0] == "mockserver"}
     allowed = {"mockserver.config", "mockserver.server"} if path.name == "plugin.py" else set()
     assert mock_imports <= allowed
+
+
+def relative_imports(path: Path) -> set[str]:
+    return {node.module.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_does_not_reach_up_into_http_or_serving(module):
+    """The shared state (``shared``) serves the backend to workers without knowing how they speak HTTP."""
+    assert not relative_imports(REPO / "mockserver" / f"{module}.py") & {"http", "server", "workers", "cli",
+                                                                          "pytest_plugin"}

@@ -9,16 +9,17 @@ import pytest
 import requests
 
 from mockserver import MockBackend, MockConfig
-from mockserver.server import serve
+from tests.helpers import SERVING, running_mock
 
 KEY = {"API-Key": "hard"}
 REQ = {"prompt": "load", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0,
        "width": 256, "height": 256}
 
 
-def test_concurrent_submit_and_poll_lose_nothing():
+@pytest.mark.parametrize("serving", SERVING)
+def test_concurrent_submit_and_poll_lose_nothing(serving):
     threads, per_thread = 16, 25
-    with serve(MockConfig(lifecycle="polls", pending_polls=2, seed=3), threads=8) as mock:
+    with running_mock(MockConfig(lifecycle="polls", pending_polls=2, seed=3), serving) as mock:
         def worker(_):
             with requests.Session() as session:
                 finals = []
@@ -69,11 +70,12 @@ class BlockingReceiver:
         self.server.server_close()
 
 
-def test_slow_webhook_receiver_does_not_slow_the_api():
+@pytest.mark.parametrize("serving", SERVING)
+def test_slow_webhook_receiver_does_not_slow_the_api(serving):
     receiver = BlockingReceiver()
     try:
         config = MockConfig(lifecycle="immediate", webhook_timeout=0.3, webhook_max_attempts=2, webhook_backoff=0.0)
-        with serve(config) as mock:
+        with running_mock(config, serving) as mock:
             # Every delivery hangs past its timeout; the API must still answer every request at once.
             bodies = [requests.post(f"{mock.url}/sd3_5/v1", json=dict(REQ, webhook=receiver.url), headers=KEY,
                                     timeout=2).json() for _ in range(16)]
@@ -86,14 +88,15 @@ def test_slow_webhook_receiver_does_not_slow_the_api():
         receiver.close()
 
 
-def test_refusing_and_failing_receivers_are_recorded():
+@pytest.mark.parametrize("serving", SERVING)
+def test_refusing_and_failing_receivers_are_recorded(serving):
     with socket.socket() as s:  # a port with nothing listening: connection refused
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     failing = BlockingReceiver(status=500)
     failing.release.set()
     try:
-        with serve(MockConfig(lifecycle="immediate", webhook_max_attempts=3, webhook_backoff=0.0)) as mock:
+        with running_mock(MockConfig(lifecycle="immediate", webhook_max_attempts=3, webhook_backoff=0.0), serving) as mock:
             refused = requests.post(f"{mock.url}/sd3_5/v1", headers=KEY, timeout=5,
                                     json=dict(REQ, webhook=f"http://127.0.0.1:{closed_port}/x")).json()
             erroring = requests.post(f"{mock.url}/sd3_5/v1", json=dict(REQ, webhook=failing.url), headers=KEY,

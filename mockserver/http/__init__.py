@@ -18,6 +18,7 @@ from ..config import MockConfig
 from ..errors import MockError
 from .api import api
 from .control import control
+from .journaling import header_pairs
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
 
 log = logging.getLogger("mockserver")
@@ -41,8 +42,9 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.before_request
     def start_clock():
-        g.started = time.perf_counter()
+        g.started = time.monotonic()
         g.fault = None
+        g.journal_entry = None
         endpoint = (request.url_rule.endpoint if request.url_rule else "") or ""
         kind = api_endpoint_kind(endpoint)
         if kind:
@@ -52,12 +54,13 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     @app.after_request
     def journal(response: Response) -> Response:
         response = finish_fault(response)
-        if not request.path.startswith("/__mock__"):
+        entry = g.get("journal_entry")
+        if not request.path.startswith("/__mock__") and not (entry and entry.get("taken")):
             body = b"" if response.status_code == 413 else request.get_data(cache=True)
-            backend.journal.record(
-                at=backend.clock.now(), method=request.method, path=request.path,
-                query=request.environ.get("QUERY_STRING", ""), headers=_header_pairs(request.environ), body=body,
-                status=response.status_code, duration_ms=(time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
+            backend.record_request(
+                method=request.method, path=request.path,
+                query=request.environ.get("QUERY_STRING", ""), headers=header_pairs(request.environ), body=body,
+                status=response.status_code, duration_ms=(time.monotonic() - g.get("started", time.monotonic())) * 1000,
                 fault=g.get("fault"),
             )
         return response
@@ -88,16 +91,6 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     app.wsgi_app = DropConnectionMiddleware(app.wsgi_app)
     return app
-
-
-def _header_pairs(environ: dict) -> list[tuple[str, str]]:
-    """Request headers straight from the WSGI environ: far cheaper than copying werkzeug's Headers."""
-    pairs = [(k[5:].replace("_", "-").title(), v) for k, v in environ.items() if k.startswith("HTTP_")]
-    if environ.get("CONTENT_TYPE"):
-        pairs.append(("Content-Type", environ["CONTENT_TYPE"]))
-    if environ.get("CONTENT_LENGTH"):
-        pairs.append(("Content-Length", environ["CONTENT_LENGTH"]))
-    return pairs
 
 
 class AnythingConverter(BaseConverter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..openapi import openapi_document
+from .journaling import journal_entry
 from ..validation import parse_json_body
 
 api = Blueprint("api", __name__)
@@ -23,13 +24,14 @@ def submit():
     backend = _backend()
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
-    body = parse_json_body(request.get_data(cache=True))
-    return _job_response(backend.submit(key, body, request.host_url))
+    raw = request.get_data(cache=True)
+    body = parse_json_body(raw)
+    return _job_response(backend.submit(key, body, request.host_url, journal=journal_entry(raw)))
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")
 def status(job_id: str):
-    return _job_response(_backend().status(request.headers.get("API-Key"), job_id))
+    return _job_response(_backend().status(request.headers.get("API-Key"), job_id, journal=journal_entry(b"")))
 
 
 def _image(key: str, friendly: bool) -> Response:

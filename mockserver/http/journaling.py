@@ -1,0 +1,25 @@
+"""What the journal is told about an API request (``create_app``'s ``journal`` hook records the rest)."""
+
+from __future__ import annotations
+
+from flask import g, request
+
+
+def journal_entry(body: bytes) -> dict | None:
+    """This API request, for the backend to journal along with its operation; ``None`` if a fault has
+    touched it or may still change its answer (then the ``journal`` hook records it, with the fault)."""
+    if g.get("fault") or g.get("after_fault") is not None:
+        return None
+    g.journal_entry = {"method": request.method, "path": request.path, "query": request.environ.get("QUERY_STRING", ""),
+                       "headers": header_pairs(request.environ), "body": body, "started": g.started}
+    return g.journal_entry
+
+
+def header_pairs(environ: dict) -> list[tuple[str, str]]:
+    """Request headers straight from the WSGI environ: far cheaper than copying werkzeug's Headers."""
+    pairs = [(k[5:].replace("_", "-").title(), v) for k, v in environ.items() if k.startswith("HTTP_")]
+    if environ.get("CONTENT_TYPE"):
+        pairs.append(("Content-Type", environ["CONTENT_TYPE"]))
+    if environ.get("CONTENT_LENGTH"):
+        pairs.append(("Content-Length", environ["CONTENT_LENGTH"]))
+    return pairs
