@@ -61,12 +61,16 @@ class Mode:
     warmup_s: float
     wrk_threads: int
     mock_thread_variants: list[int] = field(default_factory=list)
+    mock_worker_variants: list[int] = field(default_factory=list)
     image_repeats: int = 5
     distinct_images: int = 0
 
 
-QUICK = Mode("quick", [1, 8], 1.0, 0.0, 2, [], 3, 0)
-FULL = Mode("full", [1, 8, 32, 128], 10.0, 3.0, 2, [2, 4, 16], 5, 300)
+QUICK = Mode("quick", [1, 8], 1.0, 0.0, 2, [], [], 3, 0)
+FULL = Mode("full", [1, 8, 32, 128], 10.0, 3.0, 2, [4, 8], [1], 5, 300)
+# Our mock as benchmarked: two worker processes over one shared state, the setting for a 2-core machine
+# under load (one process is a variant, "ours-w1").
+OURS_WORKERS = 2
 
 
 def parse_args(argv=None):
@@ -79,6 +83,10 @@ def parse_args(argv=None):
     ap.add_argument("--duration", type=float, help="seconds per (server, concurrency) (full 10, quick 1)")
     ap.add_argument("--warmup", type=float, help="seconds of unrecorded load before the runs (full 3, quick 0)")
     ap.add_argument("--wrk-threads", type=int, help="wrk threads (default 2; never more than connections)")
+    ap.add_argument("--mock-workers", type=int, default=OURS_WORKERS,
+                    help=f"worker processes of our mock (default {OURS_WORKERS})")
+    ap.add_argument("--mock-worker-variants", help="extra runs of our mock with --workers N, comma-separated "
+                                                   "(full default: 1)")
     ap.add_argument("--mock-threads", help="extra runs of our mock with --threads N, comma-separated "
                                            "(full default 2,4,16; '' for none)")
     ap.add_argument("--status-per-submit", type=int, default=3, help="status polls per submit (default 3)")
@@ -108,8 +116,9 @@ def submit_probe(port: int):
     return lambda timeout=1.0: request(port, "POST", "/sd3_5/v1", SUBMIT_BODY, HEADERS, timeout=timeout)
 
 
-def ours_argv(port: int, threads: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "mockserver", "--port", str(port), "--pending-seconds", "0", "--api-key", API_KEY]
+def ours_argv(port: int, threads: int | None, workers: int = 1) -> list[str]:
+    argv = [sys.executable, "-m", "mockserver", "--port", str(port), "--pending-seconds", "0", "--api-key", API_KEY,
+            "--workers", str(workers)]
     if threads:
         argv += ["--threads", str(threads)]
     return argv
@@ -141,11 +150,12 @@ def _py_env() -> dict:
 
 
 def make_server(name: str, kind: str, tls: tools.Tools, out_dir: Path, openapi: Path | None,
-                threads: int | None = None) -> tuple[ServerProcess, int]:
+                threads: int | None = None, workers: int = 1) -> tuple[ServerProcess, int]:
     port = free_port()
     log_path = out_dir / "logs" / f"{name}.log"
     if kind == "ours":
-        return ServerProcess(name, ours_argv(port, threads), log_path, env=_py_env(), cwd=str(REPO_ROOT)), port
+        return ServerProcess(name, ours_argv(port, threads, workers), log_path, env=_py_env(),
+                             cwd=str(REPO_ROOT)), port
     if kind == "wiremock":
         root = out_dir / "wiremock"
         (root / "mappings").mkdir(parents=True, exist_ok=True)
@@ -252,10 +262,12 @@ def measure_image(port: int, repeats: int, distinct: int, sampler) -> dict:
 
 
 def bench_server(name: str, kind: str, tls: tools.Tools, mode: Mode, args, out_dir: Path,
-                 openapi: Path | None, threads: int | None = None, image: bool = False) -> tuple[dict, dict | None]:
-    srv, port = make_server(name, kind, tls, out_dir, openapi, threads)
+                 openapi: Path | None, threads: int | None = None, image: bool = False,
+                 workers: int = 1) -> tuple[dict, dict | None]:
+    srv, port = make_server(name, kind, tls, out_dir, openapi, threads, workers)
     result = {"kind": kind, "command": srv.argv, "port": port, "threads": threads,
-              "startup_s": None, "ready_line_s": None, "peak_rss_mb": None, "runs": [], "skipped": None}
+              "workers": workers if kind == "ours" else None, "startup_s": None, "ready_line_s": None,
+              "peak_rss_mb": None, "peak_pss_mb": None, "runs": [], "skipped": None}
     image_res = None
     log(f"{name}: starting: {' '.join(srv.argv)}")
     srv.start()
@@ -320,8 +332,9 @@ def bench_server(name: str, kind: str, tls: tools.Tools, mode: Mode, args, out_d
                                                             headers=HEADERS).status
         except OSError as exc:
             result["after_load_status"] = repr(exc)
-        srv.sampler.sample()
+        srv.sampler.sample(pss=True)
         result["peak_rss_mb"] = srv.sampler.peak_mb  # before the image probe: load only
+        result["peak_pss_mb"] = srv.sampler.peak_pss_mb
         result["rss_samples_mb"] = [(round(t, 2), round(kb / 1024, 1)) for t, kb in srv.sampler.rss_samples[::5]]
         if image:
             log(f"{name}: measuring image downloads")
@@ -337,6 +350,7 @@ def bench_server(name: str, kind: str, tls: tools.Tools, mode: Mode, args, out_d
         srv.stop()
         if result["peak_rss_mb"] is None and srv.sampler:
             result["peak_rss_mb"] = srv.sampler.peak_mb
+            result["peak_pss_mb"] = srv.sampler.peak_pss_mb
         result["log"] = str(srv.log_path)
         result["log_lines"] = _count_lines(srv.log_path)
         result["exit_code"] = srv.proc.returncode if srv.proc else None
@@ -352,6 +366,8 @@ def main(argv=None) -> int:
                 args.warmup if args.warmup is not None else base.warmup_s,
                 args.wrk_threads or base.wrk_threads,
                 _ints(args.mock_threads) if args.mock_threads is not None else list(base.mock_thread_variants),
+                _ints(args.mock_worker_variants) if args.mock_worker_variants is not None
+                else list(base.mock_worker_variants),
                 base.image_repeats, base.distinct_images)
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else 60.0
@@ -384,11 +400,16 @@ def main(argv=None) -> int:
     for name in wanted:
         if name == "ours":
             servers["ours"], image = bench_server("ours", "ours", tls, mode, args, out_dir, None,
-                                                  image=not args.no_image)
+                                                  image=not args.no_image, workers=args.mock_workers)
+            for n in mode.mock_worker_variants:
+                vname = f"ours-w{n}"
+                variants.append(vname)
+                servers[vname], _ = bench_server(vname, "ours", tls, mode, args, out_dir, None, workers=n)
             for n in mode.mock_thread_variants:
                 vname = f"ours-t{n}"
                 variants.append(vname)
-                servers[vname], _ = bench_server(vname, "ours", tls, mode, args, out_dir, None, threads=n)
+                servers[vname], _ = bench_server(vname, "ours", tls, mode, args, out_dir, None, threads=n,
+                                                 workers=args.mock_workers)
         elif name == "wiremock":
             if "wiremock" in tls.problems:
                 servers["wiremock"] = _skipped("wiremock", tls.problems["wiremock"])
@@ -421,6 +442,8 @@ def main(argv=None) -> int:
         "openapi": str(openapi) if openapi else None,
         "startup": "seconds from spawn until the first HTTP 200 to a valid POST /sd3_5/v1",
         "peak_rss": "sum of VmHWM over the server process tree, from spawn to the end of its load runs",
+        "peak_pss": "highest sampled sum of PSS over the tree (shared pages counted once), same span",
+        "ours_workers": args.mock_workers, "mock_worker_variants": mode.mock_worker_variants,
     }
     meta["wall_s"] = round(time.perf_counter() - t_start, 1)
     doc = report.build_results(meta, settings, servers, image, variants)

@@ -56,6 +56,7 @@ def compute_ratios(servers: dict, ours: str = PRIMARY, anchors=ANCHORS) -> dict:
             "p99": {str(c): _ratio(p99_ms(my_runs[c]), p99_ms(their_runs[c])) for c in concs},
             "startup": _ratio(mine.get("startup_s"), theirs.get("startup_s")),
             "peak_rss": _ratio(mine.get("peak_rss_mb"), theirs.get("peak_rss_mb")),
+            "peak_pss": _ratio(mine.get("peak_pss_mb"), theirs.get("peak_pss_mb")),
         }
     return out
 
@@ -79,6 +80,8 @@ def check_targets(ratios: dict, target_concurrency: int = 32) -> list[dict]:
         if v is not None:
             add(f"start-up <= {WELL_BELOW}x {anchor}", v.get("startup"), lambda x: x <= WELL_BELOW)
             add(f"peak RSS <= {WELL_BELOW}x {anchor}", v.get("peak_rss"), lambda x: x <= WELL_BELOW)
+            if v.get("peak_pss") is not None:
+                add(f"peak PSS <= {WELL_BELOW}x {anchor}", v.get("peak_pss"), lambda x: x <= WELL_BELOW)
     return checks
 
 
@@ -187,25 +190,25 @@ def format_table(doc: dict) -> str:
         lines.append(f"NOISY: other processes used more than {NOISY_CORES} cores during: {', '.join(noisy)} "
                      "(compare those with care, or rerun on a quiet machine)")
     lines.append("")
-    lines.append(f"{'server':<14}{'start-up s':>11}{'peak RSS MB':>13}  command")
+    lines.append(f"{'server':<14}{'start-up s':>11}{'peak RSS MB':>13}{'peak PSS MB':>13}  command")
     for name, srv in servers.items():
         if srv.get("skipped"):
             continue
         cmd = " ".join(srv.get("command") or [])
         lines.append(f"{name:<14}{_fmt(srv.get('startup_s'), '.2f'):>11}{_fmt(srv.get('peak_rss_mb'), '.0f'):>13}"
-                     f"  {cmd[:90]}")
+                     f"{_fmt(srv.get('peak_pss_mb'), '.0f'):>13}  {cmd[:90]}")
     ratios = doc.get("ratios") or {}
     if ratios:
         cols = list(ratios)
         lines.append("")
-        lines.append("ours / anchor (req/s: higher is better; p99, start-up, RSS: lower is better)")
+        lines.append("ours / anchor (req/s: higher is better; p99, start-up, memory: lower is better)")
         lines.append(f"{'':<16}" + "".join(f"{c.replace('vs_', 'vs '):>14}" for c in cols))
         concs = sorted({int(k) for c in cols for k in ratios[c]["rps"]})
         for metric in ("rps", "p99"):
             for conc in concs:
                 label = f"{'req/s' if metric == 'rps' else 'p99'} @{conc}"
                 lines.append(f"{label:<16}" + "".join(f"{_x(ratios[c][metric].get(str(conc))):>14}" for c in cols))
-        for metric, label in (("startup", "start-up"), ("peak_rss", "peak RSS")):
+        for metric, label in (("startup", "start-up"), ("peak_rss", "peak RSS"), ("peak_pss", "peak PSS")):
             lines.append(f"{label:<16}" + "".join(f"{_x(ratios[c].get(metric)):>14}" for c in cols))
     variants = doc.get("variant_ratios") or {}
     if variants:

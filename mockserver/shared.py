@@ -113,12 +113,13 @@ class StateChannel(StateAddress):
 class StateServer:
     """Serves one ``MockBackend`` to the workers from one thread: a selector over every worker connection.
 
-    One thread, because each call takes microseconds and a thread per connection spent more on handing the
-    GIL around than on the calls. Journal entries arrive without a reply (``record_request`` is one-way);
-    a call that reads or clears the journal first drains every connection that has something waiting, and
-    that is enough: a worker sends its entry before its answer leaves, so any request that follows that
-    answer finds the entry already there. ``webhooks.wait_idle`` may block for seconds, so it runs in a
-    thread of its own while its connection is set aside.
+    One thread: every call takes microseconds, and calls from all workers are taken in the order they come.
+    Journal entries of requests that were not journaled with their call (errors before the backend,
+    control-plane-free paths such as images) arrive without a reply (``record_request``); a call that reads
+    or clears the journal first drains every connection that has something waiting, and that is enough: a
+    worker sends its entry before its answer leaves, so any request that follows that answer finds the
+    entry there. ``webhooks.wait_idle`` may block for seconds, so it runs in a thread of its own while its
+    connection is set aside.
     """
 
     def __init__(self, backend: MockBackend, channel: StateChannel):
@@ -128,34 +129,46 @@ class StateServer:
         self._wake_r, self._wake_w = os.pipe()
         self._returning: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         self._closed = False
+        self._thread: threading.Thread | None = None
         self._publish_lock = threading.Lock()
         self._publish()
         backend.watch(self._publish)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._serve_forever, name="sd35-state", daemon=True)
-        thread.start()
-        return thread
+        self._thread = threading.Thread(target=self._serve_forever, name="sd35-state", daemon=True)
+        self._thread.start()
+        return self._thread
 
     def close(self) -> None:
+        """Stop serving; the thread closes every connection and its own descriptors on its way out."""
         self.backend.unwatch(self._publish)
         self._closed = True
         os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def _serve_forever(self) -> None:
         self._selector.register(self.channel.listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        while not self._closed:
-            for key, _ in self._selector.select():
-                if key.data == "accept":
-                    self._accept()
-                elif key.data == "wake":
-                    os.read(self._wake_r, 4096)
-                    while not self._returning.empty():
-                        conn = self._returning.get()
-                        self._selector.register(conn, selectors.EVENT_READ, conn)
-                else:
-                    self._handle(key.data)
+        try:
+            while not self._closed:
+                for key, _ in self._selector.select():
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        os.read(self._wake_r, 4096)
+                        while not self._returning.empty():
+                            conn = self._returning.get()
+                            self._selector.register(conn, selectors.EVENT_READ, conn)
+                    else:
+                        self._handle(key.data)
+        finally:
+            for key in list(self._selector.get_map().values()):
+                if isinstance(key.data, Connection):
+                    key.data.close()
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _accept(self) -> None:
         try:

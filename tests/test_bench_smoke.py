@@ -107,15 +107,15 @@ def _run(conc, rps, p50, p99, errors=0):
             "errors": {"status": errors}, "error_count": errors}
 
 
-def _server(kind, runs, startup, rss):
-    return {"kind": kind, "command": [kind], "startup_s": startup, "peak_rss_mb": rss, "runs": runs,
-            "skipped": None}
+def _server(kind, runs, startup, rss, pss=None):
+    return {"kind": kind, "command": [kind], "startup_s": startup, "peak_rss_mb": rss, "peak_pss_mb": pss,
+            "runs": runs, "skipped": None}
 
 
 def _servers():
     return {
-        "ours": _server("ours", [_run(1, 2000, 0.4, 2.0), _run(32, 3000, 9.0, 20.0)], 0.3, 50),
-        "wiremock": _server("wiremock", [_run(1, 2000, 0.4, 4.0), _run(32, 12000, 2.0, 30.0)], 1.5, 300),
+        "ours": _server("ours", [_run(1, 2000, 0.4, 2.0), _run(32, 3000, 9.0, 20.0)], 0.3, 50, 30),
+        "wiremock": _server("wiremock", [_run(1, 2000, 0.4, 4.0), _run(32, 12000, 2.0, 30.0)], 1.5, 300, 290),
         "prism": _server("prism", [_run(1, 1000, 0.5, 4.0), _run(32, 2500, 10.0, 16.0)], 1.2, 150),
     }
 
@@ -128,6 +128,8 @@ def test_compute_ratios():
     assert r["vs_prism"]["p99"]["32"] == pytest.approx(1.25)
     assert r["vs_wiremock"]["startup"] == pytest.approx(0.2)
     assert r["vs_prism"]["peak_rss"] == pytest.approx(50 / 150)
+    assert r["vs_wiremock"]["peak_pss"] == pytest.approx(30 / 290)  # shared pages counted once
+    assert r["vs_prism"]["peak_pss"] is None  # not sampled: no ratio rather than a made-up one
 
 
 def test_ratios_skip_missing_anchor_and_zero():
@@ -147,6 +149,7 @@ def test_targets():
     assert checks["p99@1 <= Prism"]["met"] is True
     assert checks["start-up <= 0.5x WireMock"]["met"] is True
     assert checks["peak RSS <= 0.5x Prism"]["met"] is True
+    assert checks["peak PSS <= 0.5x WireMock"]["met"] is True and "peak PSS <= 0.5x Prism" not in checks
 
 
 def test_results_document_shape_table_and_json():
@@ -157,7 +160,7 @@ def test_results_document_shape_table_and_json():
     assert report.validate_results(doc) == []
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
     table = report.format_table(doc)
-    for needle in ("vs wiremock", "vs prism", "req/s @32", "p99 @32", "start-up", "peak RSS", "image cost"):
+    for needle in ("vs wiremock", "vs prism", "req/s @32", "p99 @32", "start-up", "peak RSS", "peak PSS", "image cost"):
         assert needle in table
     broken = dict(doc, schema="other")
     del broken["servers"]["ours"]["runs"][0]["latency_ms"]["p99"]

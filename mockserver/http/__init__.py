@@ -42,11 +42,12 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.before_request
     def start_clock():
-        g.started = time.monotonic()
-        g.fault = None
-        g.journal_entry = None
-        endpoint = (request.url_rule.endpoint if request.url_rule else "") or ""
-        kind = api_endpoint_kind(endpoint)
+        ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
+        ctx.started = time.monotonic()
+        ctx.fault = None
+        ctx.journal_entry = None
+        rule = request.url_rule
+        kind = api_endpoint_kind(rule.endpoint if rule else "")
         if kind:
             return apply_fault(backend, kind)
         return None
@@ -54,14 +55,16 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     @app.after_request
     def journal(response: Response) -> Response:
         response = finish_fault(response)
-        entry = g.get("journal_entry")
-        if not request.path.startswith("/__mock__") and not (entry and entry.get("taken")):
-            body = b"" if response.status_code == 413 else request.get_data(cache=True)
+        ctx, req = g._get_current_object(), request._get_current_object()
+        entry = ctx.get("journal_entry")
+        path = req.path
+        if not path.startswith("/__mock__") and not (entry and entry.get("taken")):
+            body = b"" if response.status_code == 413 else req.get_data(cache=True)
             backend.record_request(
-                method=request.method, path=request.path,
-                query=request.environ.get("QUERY_STRING", ""), headers=header_pairs(request.environ), body=body,
-                status=response.status_code, duration_ms=(time.monotonic() - g.get("started", time.monotonic())) * 1000,
-                fault=g.get("fault"),
+                method=req.method, path=path,
+                query=req.environ.get("QUERY_STRING", ""), headers=header_pairs(req.environ), body=body,
+                status=response.status_code, duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000,
+                fault=ctx.get("fault"),
             )
         return response
 

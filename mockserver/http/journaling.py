@@ -8,11 +8,13 @@ from flask import g, request
 def journal_entry(body: bytes) -> dict | None:
     """This API request, for the backend to journal along with its operation; ``None`` if a fault has
     touched it or may still change its answer (then the ``journal`` hook records it, with the fault)."""
-    if g.get("fault") or g.get("after_fault") is not None:
+    ctx, req = g._get_current_object(), request._get_current_object()
+    if ctx.get("fault") or ctx.get("after_fault") is not None:
         return None
-    g.journal_entry = {"method": request.method, "path": request.path, "query": request.environ.get("QUERY_STRING", ""),
-                       "headers": header_pairs(request.environ), "body": body, "started": g.started}
-    return g.journal_entry
+    environ = req.environ
+    ctx.journal_entry = {"method": req.method, "path": req.path, "query": environ.get("QUERY_STRING", ""),
+                         "headers": header_pairs(environ), "body": body, "started": ctx.started}
+    return ctx.journal_entry
 
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
