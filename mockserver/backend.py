@@ -70,7 +70,8 @@ class MockBackend(ConfigRules):
         self._wake = threading.Condition()
         self._ticker: threading.Thread | None = None
         self._closed = False
-        self.store = JobStore(self.initial_config.max_jobs, self.initial_config.job_ttl_seconds)
+        self.store = JobStore(self.initial_config.max_jobs, self.initial_config.job_ttl_seconds,
+                              on_evict=lambda: self._changed("evicted"))
         self.journal = Journal(self.initial_config.journal_size, self.initial_config.journal_body_chars)
         self._apply_config(self.initial_config)
 
@@ -92,8 +93,9 @@ class MockBackend(ConfigRules):
         self._changed("config")
 
     def watch(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback("config")`` after every configuration change and ``callback("faults")`` after every
-        change to the set of fault rules, whoever makes it (the shared state publishes them to its workers)."""
+        """Call ``callback(what)`` after every change of ``what``: "config" (the configuration), "faults" (the
+        set of fault rules), "evicted" (a job left the store), whoever makes it. The shared state publishes
+        them to its workers."""
         self._watchers.append(callback)
 
     def unwatch(self, callback: Callable[[str], None]) -> None:
@@ -169,6 +171,25 @@ class MockBackend(ConfigRules):
             self._progress(job)
             return self.job_body(job)
 
+    def status_if_final(self, api_key: str | None, job_id: str, journal: dict | None = None) -> tuple[dict, float | None]:
+        """``status``, and, if the answer can never change again (the job is terminal), when the job was last
+        used: a worker may then give the same answer itself while ``store.evicted_through`` is below that."""
+        body = self.status(api_key, job_id, journal=journal)
+        with self.store.lock:
+            job = self.store.get(job_id)
+            return body, (job.touched_at if job is not None and job.is_terminal else None)
+
+    def status_repeated(self, api_key: str, job_id: str, journal: dict | None = None) -> None:
+        """A status read a worker answered itself from a final answer (``status_if_final``): count it and keep
+        the job from eviction, as ``status`` does, and journal it with the status the client got."""
+        with self.store.lock:
+            job = self.store.get(job_id)
+            if job is not None and job.owner_key == api_key:  # gone meanwhile: the answer came first
+                self.store.touch(job, self.clock.now())
+                job.polls += 1
+        if journal is not None:
+            self._journal(journal, journal["status"])
+
     def job_body(self, job: Job) -> dict:
         """The provider-shaped body for a job: PENDING, SUCCESS or FAILURE."""
         body: dict = {"status": job.status, "id": job.id}
@@ -235,9 +256,12 @@ class MockBackend(ConfigRules):
             status = self.http_status(exc.kind, exc.default_status)
             raise
         finally:
-            self.journal.record(at=self.clock.now(), method=entry["method"], path=entry["path"], query=entry["query"],
-                                headers=entry["headers"], body=entry["body"], status=status,
-                                duration_ms=(time.monotonic() - entry["started"]) * 1000)
+            self._journal(entry, status)
+
+    def _journal(self, entry: dict, status: int) -> None:
+        self.journal.record(at=self.clock.now(), method=entry["method"], path=entry["path"], query=entry["query"],
+                            headers=entry["headers"], body=entry["body"], status=status,
+                            duration_ms=(time.monotonic() - entry["started"]) * 1000)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ so a terminal state can never change, whoever asks.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -79,12 +80,16 @@ class JobStore:
     the provider's newer API keeps results 24 h). The caller holds ``lock`` around every use.
     """
 
-    def __init__(self, max_jobs: int, ttl_seconds: float):
+    def __init__(self, max_jobs: int, ttl_seconds: float, on_evict: Callable[[], None] | None = None):
         self.max_jobs, self.ttl_seconds = max_jobs, ttl_seconds
         self.lock = threading.RLock()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._images: dict[str, tuple[str, int]] = {}   # token or file name -> (job id, sample index)
         self.evicted = 0
+        # Jobs leave in the order they were last used (LRU or expiry), so every job used after this
+        # moment is still here: a worker may trust a copy of a finished job on that ground (see shared).
+        self.evicted_through = -math.inf
+        self._on_evict = on_evict or (lambda: None)
 
     def add(self, job: Job, now: float) -> None:
         self.expire(now)
@@ -108,13 +113,16 @@ class JobStore:
         for key in (*job.tokens, *job.file_names):
             self._images.pop(key, None)
         self.evicted += 1
+        self.evicted_through = max(self.evicted_through, job.touched_at)
+        self._on_evict()
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
     def touch(self, job: Job, now: float) -> None:
-        """A use of the job: it becomes the last to be evicted."""
-        job.touched_at = now
+        """A use of the job: it becomes the last to be evicted. (Never earlier than before, even if the
+        wall clock steps back: ``evicted_through`` relies on it.)"""
+        job.touched_at = max(job.touched_at, now)
         self._jobs.move_to_end(job.id)
 
     def image(self, key: str, now: float | None = None) -> tuple[Job, int] | None:
@@ -137,3 +145,4 @@ class JobStore:
     def clear(self) -> None:
         self._jobs.clear()
         self._images.clear()
+        self.evicted_through = -math.inf

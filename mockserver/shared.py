@@ -13,13 +13,19 @@ Messages between processes are few, because each one costs tens of microseconds 
   costliest part of a submit) is answered in the worker, from a cached ``MockConfig`` fetched again
   whenever a generation counter in shared memory moves;
 - fault rules are consulted only while a shared counter says any are active;
-- images are rendered in the worker, from its own bounded cache; the state only says what to render.
-So a request without faults costs one round trip.
+- images are rendered in the worker, from its own bounded cache; the state only says what to render;
+- a final status answer (SUCCESS or FAILURE never changes) is given again by the worker itself, while the
+  job is surely still stored (``JobStore.evicted_through``) and the configuration unchanged; the state is
+  told without a reply, so it still counts the poll, keeps the job from eviction and journals it.
+So a request without faults costs at most one round trip, and a repeated poll of a finished job none.
+Messages sent without a reply are taken in, on every connection, before any control-plane call is
+answered: a worker sends them before its answer leaves, so whatever follows that answer sees their effect.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -42,14 +48,17 @@ log = logging.getLogger("mockserver.shared")
 
 # What a worker may ask of the shared backend: the HTTP layer's whole use of it, nothing more.
 CALLS = frozenset({
-    "create_job", "status", "image_source", "record_request", "config", "update_config", "reset",
-    "advance_clock", "list_jobs", "job_detail", "force", "stats",
+    "create_job", "status_if_final", "status_repeated", "image_source", "record_request", "config",
+    "update_config", "reset", "advance_clock", "list_jobs", "job_detail", "force", "stats",
     "journal.entries", "journal.clear", "webhooks.records", "webhooks.wait_idle",
     "faults.pick", "faults.rules", "faults.add", "faults.clear",
 })
-DRAIN_FIRST = frozenset({"journal.entries", "journal.clear", "stats", "reset"})
+# The API's own calls; every other call (the control plane) first takes in all messages already sent.
+API_CALLS = frozenset({"create_job", "status_if_final", "status_repeated", "image_source", "record_request",
+                       "config", "faults.pick"})
 BLOCKING = frozenset({"webhooks.wait_idle"})
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+FINAL_ANSWERS = 4096  # final status answers a worker keeps
 
 
 class StateError(RuntimeError):
@@ -57,11 +66,12 @@ class StateError(RuntimeError):
 
 
 class SharedFlags:
-    """Two counters in shared memory, read by workers at the cost of a memory load:
-    the configuration's generation, and how many fault rules are active."""
+    """Figures in shared memory, read by workers at the cost of a memory load: the configuration's
+    generation, how many fault rules are active, and the store's ``evicted_through``."""
 
     def __init__(self):
         self._values = multiprocessing.RawArray("q", 2)
+        self._times = multiprocessing.RawArray("d", [-math.inf])
 
     @property
     def generation(self) -> int:
@@ -71,11 +81,18 @@ class SharedFlags:
     def active_faults(self) -> int:
         return self._values[1]
 
-    def publish(self, *, bump_generation: bool = False, active_faults: int | None = None) -> None:
+    @property
+    def evicted_through(self) -> float:
+        return self._times[0]
+
+    def publish(self, *, bump_generation: bool = False, active_faults: int | None = None,
+                evicted_through: float | None = None) -> None:
         if bump_generation:
             self._values[0] += 1
         if active_faults is not None:
             self._values[1] = active_faults
+        if evicted_through is not None:
+            self._times[0] = evicted_through
 
 
 class StateAddress:
@@ -114,12 +131,9 @@ class StateServer:
     """Serves one ``MockBackend`` to the workers from one thread: a selector over every worker connection.
 
     One thread: every call takes microseconds, and calls from all workers are taken in the order they come.
-    Journal entries of requests that were not journaled with their call (errors before the backend,
-    control-plane-free paths such as images) arrive without a reply (``record_request``); a call that reads
-    or clears the journal first drains every connection that has something waiting, and that is enough: a
-    worker sends its entry before its answer leaves, so any request that follows that answer finds the
-    entry there. ``webhooks.wait_idle`` may block for seconds, so it runs in a thread of its own while its
-    connection is set aside.
+    Some messages need no reply (``record_request``, ``status_repeated``); a control-plane call first drains
+    every connection that has something waiting (see the module docstring). ``webhooks.wait_idle`` may
+    block for seconds, so it runs in a thread of its own while its connection is set aside.
     """
 
     def __init__(self, backend: MockBackend, channel: StateChannel):
@@ -184,7 +198,7 @@ class StateServer:
             self._selector.unregister(conn)
             conn.close()
             return
-        if name in DRAIN_FIRST:
+        if name not in API_CALLS:
             self._drain(conn)
         if name in BLOCKING:
             self._selector.unregister(conn)
@@ -240,8 +254,10 @@ class StateServer:
         """Called by the backend on every change, by a worker or in-process (a test's ``MockHandle``), so
         the change is in shared memory before the call that made it returns."""
         with self._publish_lock:  # one writer at a time: an increment is never lost, the count is the latest
-            self.channel.flags.publish(bump_generation=what == "config",
-                                       active_faults=len(self.backend.faults.rules()))
+            self.channel.flags.publish(
+                bump_generation=what == "config",
+                active_faults=len(self.backend.faults.rules()) if what in ("config", "faults") else None,
+                evicted_through=self.backend.store.evicted_through if what in ("config", "evicted") else None)
 
 
 class _Calls:
@@ -276,6 +292,7 @@ class RemoteBackend(ConfigRules):
         self.channel = channel
         self.worker = worker
         self._local = threading.local()  # one connection per worker thread: calls never interleave
+        self._final: dict[tuple[str, str], tuple[int, float, dict]] = {}  # (key, id) -> (generation, used, body)
         self._config: MockConfig | None = None
         self._generation = -1
         self.journal = _Calls(self, "journal")
@@ -297,9 +314,9 @@ class RemoteBackend(ConfigRules):
             return value
         raise value
 
-    def _tell(self, name: str, **kwargs) -> None:
+    def _tell(self, name: str, *args, **kwargs) -> None:
         """A call without a reply (see ``StateServer``)."""
-        self._connection().send_bytes(pickle.dumps((name, (), kwargs, False), PICKLE_PROTOCOL))
+        self._connection().send_bytes(pickle.dumps((name, args, kwargs, False), PICKLE_PROTOCOL))
 
     @property
     def config(self) -> MockConfig:
@@ -318,7 +335,24 @@ class RemoteBackend(ConfigRules):
         return self._call("create_job", owner, request, base_url, journal=_taken(journal))
 
     def status(self, api_key, job_id, journal: dict | None = None) -> dict:
-        return self._call("status", api_key, job_id, journal=_taken(journal))
+        """A final answer (SUCCESS or FAILURE) never changes, so this worker gives it again itself while the
+        job is surely still stored, and tells the state without waiting: polls are the bulk of the traffic."""
+        flags = self.channel.flags
+        generation = flags.generation
+        known = self._final.get((api_key, job_id))
+        if known is not None and known[0] == generation and known[1] > flags.evicted_through:
+            body = known[2]
+            if journal is not None:
+                _taken(journal)["status"] = self.body_http_status(body)
+            self._tell("status_repeated", api_key, job_id, journal=journal)
+            return body
+        body, touched_at = self._call("status_if_final", api_key, job_id, journal=_taken(journal))
+        if touched_at is not None:
+            if len(self._final) >= FINAL_ANSWERS:
+                self._final.clear()  # bounded; the next poll of each asks the state again
+            # Tagged with the generation read before the call: a change during it makes the copy stale.
+            self._final[(api_key, job_id)] = (generation, touched_at, body)
+        return body
 
     def image(self, key: str, friendly: bool) -> tuple[bytes, str, str]:
         spec, fmt, name = self._call("image_source", key, friendly)

@@ -249,3 +249,57 @@ def test_a_journaled_call_journals_once_with_its_outcome(shared):
     assert entry["taken"]
     assert [(e["path"], e["status"]) for e in backend.journal.entries()] == [("/sd3_5/v1/status/nope", 404)]
     assert json.dumps(backend.journal.entries())  # shaped for JSON like any other entry
+
+
+# -- final answers given again by the worker --------------------------------------------------------
+
+FINAL_REQ = {"prompt": "p", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 1,
+             "width": 256, "height": 256, "batch_id": "b1"}
+
+
+def test_a_repeated_final_answer_still_counts_and_is_journaled(shared):
+    backend, remote = shared
+    job = remote.submit("k", FINAL_REQ, "http://x/")
+    bodies = [remote.status("k", job["id"]) for _ in range(5)]
+    assert all(b == bodies[0] and b["status"] == "SUCCESS" for b in bodies)
+    assert (job["id"] == bodies[0]["id"]) and len(remote._final) == 1  # answered by the worker after the first
+    detail = remote.job_detail(job["id"])  # a control call takes in the unanswered messages first
+    assert detail["polls"] == 5
+
+
+def test_a_final_answer_is_not_given_for_an_evicted_job(shared):
+    backend, remote = shared
+    backend.update_config({"max_jobs": 2})
+    first = remote.submit("k", FINAL_REQ, "http://x/")["id"]
+    assert remote.status("k", first)["status"] == "SUCCESS"  # known final to the worker now
+    remote.submit("k", FINAL_REQ, "http://x/")
+    remote.submit("k", FINAL_REQ, "http://x/")  # the store holds 2: the first job, least recently used, goes
+    with pytest.raises(NotFound):
+        remote.status("k", first)
+
+
+def test_a_final_answer_is_not_given_after_a_reset_or_to_another_key(shared):
+    backend, remote = shared
+    job_id = remote.submit("k", FINAL_REQ, "http://x/")["id"]
+    remote.status("k", job_id)
+    with pytest.raises(NotFound):
+        remote.status("someone-else", job_id)
+    backend.reset()
+    with pytest.raises(NotFound):
+        remote.status("k", job_id)
+
+
+def test_a_final_answer_follows_a_profile_change(shared):
+    backend, remote = shared
+    job_id = remote.submit("k", FINAL_REQ, "http://x/")["id"]
+    assert remote.status("k", job_id)["batch_id"] == "b1"
+    backend.update_config({"profile": {"echo_batch_id": False}})
+    assert "batch_id" not in remote.status("k", job_id)
+
+
+def test_a_pending_answer_is_never_given_again(shared):
+    backend, remote = shared
+    backend.update_config({"lifecycle": "polls", "pending_polls": 3})
+    job_id = remote.submit("k", FINAL_REQ, "http://x/")["id"]
+    assert [remote.status("k", job_id)["status"] for _ in range(4)] == ["PENDING", "PENDING", "SUCCESS", "SUCCESS"]
+    assert remote.job_detail(job_id)["polls"] == 4
