@@ -67,7 +67,7 @@ class Mode:
 
 
 QUICK = Mode("quick", [1, 8], 1.0, 0.0, 2, [], [], 3, 0)
-FULL = Mode("full", [1, 8, 32, 128], 10.0, 3.0, 2, [4, 8], [1], 5, 300)
+FULL = Mode("full", [1, 8, 32, 128], 10.0, 3.0, 2, [2, 8], [1], 5, 300)
 # Our mock as benchmarked: two worker processes over one shared state, the setting for a 2-core machine
 # under load (one process is a variant, "ours-w1").
 OURS_WORKERS = 2

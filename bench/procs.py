@@ -96,7 +96,7 @@ def process_tree(pid: int) -> list[int]:
 PSS_EVERY = 10  # with the default 0.1 s interval: PSS once a second
 
 
-def _pss_kb(pid: int) -> int | None:
+def pss_kb(pid: int) -> int | None:
     """Proportional set size: a page shared by k processes counts 1/k to each (Linux 4.14+)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -142,7 +142,7 @@ class MemorySampler:
                 self.hwm_kb[p] = st["VmHWM"]
             total_rss += st.get("VmRSS", 0)
             if pss:
-                kb = _pss_kb(p)
+                kb = pss_kb(p)
                 if kb is not None:
                     total_pss = (total_pss or 0) + kb
         if total_pss is not None and total_pss > (self.peak_pss_kb or 0):

@@ -1,10 +1,11 @@
 """Soak: a long stream of jobs through a real `python -m mockserver`, sampling its resident memory.
 
-    python -m bench.soak --jobs 100000 [--threads 4] [--max-jobs 10000]
+    python -m bench.soak --jobs 100000 [--threads 4] [--max-jobs 10000] [--workers 2]
 
 Every job is submitted and polled once; every 50th downloads its image (a bounded cache holds them),
-and every request lands in the journal. Prints RSS (VmRSS) every 5 % of the run and a JSON summary;
-memory should level off once the job store, journal and image cache reach their caps.
+and every request lands in the journal. Prints RSS (VmRSS, summed over the mock's processes) and PSS
+every 5 % of the run and a JSON summary; memory should level off once the job store, journal, image
+caches and the workers' final answers reach their caps.
 """
 
 from __future__ import annotations
@@ -19,15 +20,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from .procs import process_tree, pss_kb
+
 KEY = {"API-Key": "soak"}
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """VmRSS summed over the process and its children (the workers)."""
+    total = 0
+    for each in process_tree(pid):
+        try:
+            with open(f"/proc/{each}/status") as status:
+                total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    return total
+
+
+def pss_kib(pid: int) -> int:
+    return sum(pss_kb(each) or 0 for each in process_tree(pid))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--max-jobs", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
     mock = subprocess.Popen([sys.executable, "-m", "mockserver", "--port", "0", "--pending-seconds", "0", "--quiet",
-                             "--max-jobs", str(args.max_jobs)], stdout=subprocess.PIPE, text=True)
+                             "--max-jobs", str(args.max_jobs), "--workers", str(args.workers)], stdout=subprocess.PIPE, text=True)
     url = mock.stdout.readline().split()[-1]
     samples, errors, done = [], [0], [0]
     lock = threading.Lock()
@@ -60,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             done[0] += 1
             if done[0] % step == 0:
                 samples.append({"jobs": done[0], "rss_mib": round(rss_kib(mock.pid) / 1024, 1),
+                                "pss_mib": round(pss_kib(mock.pid) / 1024, 1),
                                 "seconds": round(time.perf_counter() - started, 1)})
-                print(f"{done[0]:>8} jobs  RSS {samples[-1]['rss_mib']:>7} MiB  {samples[-1]['seconds']:>7} s",
-                      flush=True)
+                print(f"{done[0]:>8} jobs  RSS {samples[-1]['rss_mib']:>7} MiB  PSS {samples[-1]['pss_mib']:>7} MiB"
+                      f"  {samples[-1]['seconds']:>7} s", flush=True)
 
     local = threading.local()
 

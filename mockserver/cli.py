@@ -16,6 +16,8 @@ from . import workers
 
 
 def _env(name: str, default=None):
+    """An option's default from SD35_MOCK_<NAME>, as text: argparse converts it with the option's type,
+    so a bad value is reported like a bad option ("argument --port: invalid int value: 'x'")."""
     return os.environ.get(f"SD35_MOCK_{name}", default)
 
 
@@ -27,40 +29,35 @@ def build_parser() -> argparse.ArgumentParser:
                "SD35_MOCK_API_KEYS=k1,k2. The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",
     )
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(_env("PORT", "8080")), help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=_env("PORT", "8080"), help="port (default 8080; 0 picks a free one)")
     keys = [k for k in _env("API_KEYS", "").split(",") if k]
     p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
                    help="accept only this key (repeatable); with none, any non-empty key is accepted")
     p.set_defaults(env_keys=keys)
-    p.add_argument("--pending-seconds", type=float, default=float(_env("PENDING_SECONDS", "2")),
+    p.add_argument("--pending-seconds", type=float, default=_env("PENDING_SECONDS", "2"),
                    help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)")
-    p.add_argument("--pending-polls", type=int, default=_int_or_none(_env("PENDING_POLLS")),
+    p.add_argument("--pending-polls", type=int, default=_env("PENDING_POLLS") or None,
                    help="instead: a job finishes on its N-th status poll")
     p.add_argument("--manual", action="store_true", default=_env("MANUAL", "") not in ("", "0", "false"),
                    help="instead: jobs stay PENDING until the control plane completes or fails them")
-    p.add_argument("--failure-rate", type=float, default=float(_env("FAILURE_RATE", "0")),
+    p.add_argument("--failure-rate", type=float, default=_env("FAILURE_RATE", "0"),
                    help="share of jobs that end in FAILURE (0..1, default 0)")
-    p.add_argument("--seed", type=int, default=_int_or_none(_env("SEED")), help="seed for ids, failures and faults")
+    p.add_argument("--seed", type=int, default=_env("SEED") or None, help="seed for ids, failures and faults")
     p.add_argument("--public-url", default=_env("PUBLIC_URL"),
                    help="base of download URLs (behind a proxy or in a container); default: the request's host")
     p.add_argument("--profile", default=_env("PROFILE"), help="JSON file overriding the assumed behaviours")
     p.add_argument("--webhook-allow-host", dest="webhook_allow_hosts", action="append",
                    default=[h for h in _env("WEBHOOK_ALLOW_HOSTS", "").split(",") if h], metavar="HOST",
                    help="deliver webhooks to this host too (loopback is always allowed; '*' allows any)")
-    p.add_argument("--max-jobs", type=int, default=int(_env("MAX_JOBS", "10000")), help="jobs kept at most")
-    p.add_argument("--workers", type=int, default=int(_env("WORKERS", "1")),
+    p.add_argument("--max-jobs", type=int, default=_env("MAX_JOBS", "10000"), help="jobs kept at most")
+    p.add_argument("--workers", type=int, default=_env("WORKERS", "1"),
                    help="HTTP worker processes over one shared state (default 1; 2 on a 2-core machine "
                         "double throughput under load, see bench/README.md)")
-    p.add_argument("--threads", type=int, default=_int_or_none(_env("THREADS")),
-                   help="threads per worker process (default 4 with one worker: more only add GIL contention; "
-                        "6 with several, which wait on the shared state)")
+    p.add_argument("--threads", type=int, default=_env("THREADS", "4"),
+                   help="threads per process (default 4: more only add GIL contention, fewer cost throughput)")
     p.add_argument("--quiet", action="store_true", default=_env("QUIET", "") not in ("", "0", "false"),
                    help="log warnings only")
     return p
-
-
-def _int_or_none(value):
-    return None if value in (None, "") else int(value)
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
@@ -93,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers: must be from 1 to 64")
     if args.workers > 1 and not hasattr(socket, "AF_UNIX"):
         parser.error("--workers: more than one needs Unix sockets, which this platform lacks")
-    if args.threads is not None and not 1 <= args.threads <= 256:
+    if not 1 <= args.threads <= 256:
         parser.error("--threads: must be from 1 to 256")
-    threads = args.threads or (4 if args.workers == 1 else 6)
+    threads = args.threads
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # waitress warns "Task queue depth is N" on every request that waits for a thread: under load that is

@@ -60,7 +60,7 @@ class RunningWorkers:
 
 
 def start_workers(config: MockConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, workers: int = 2,
-                  threads: int = 6, backend: MockBackend | None = None, sock: socket.socket | None = None,
+                  threads: int = 4, backend: MockBackend | None = None, sock: socket.socket | None = None,
                   quiet: bool = False, start_method: str | None = None) -> RunningWorkers:
     """Serve ``backend`` (or a new one) from ``workers`` processes; the caller closes the result.
 

@@ -72,6 +72,14 @@ def test_bad_options_exit_2_with_the_reason(args, message):
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("name,value,option", [("PORT", "x", "--port"), ("WORKERS", "two", "--workers"),
+                                               ("PENDING_SECONDS", "soon", "--pending-seconds"), ("SEED", "1.5", "--seed")])
+def test_bad_environment_values_exit_2_naming_the_option(name, value, option):
+    done = subprocess.run([sys.executable, "-m", "mockserver"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, f"SD35_MOCK_{name}": value})
+    assert done.returncode == 2 and f"argument {option}: invalid" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_port_in_use_is_a_clear_error(run_mock):
     url = run_mock()
     port = url.rsplit(":", 1)[1]
