@@ -12,6 +12,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -129,7 +130,7 @@ def _worker_main(index: int, sock: socket.socket, address: str, flags, threads: 
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # see cli.py
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(os.path.dirname(address),), daemon=True).start()
     backend = RemoteBackend(StateAddress(address, flags), worker=index)
     app = create_app(backend=backend)
     server = make_server(app, sockets=[sock], threads=threads, max_body_bytes=backend.config.max_body_bytes)
@@ -138,9 +139,11 @@ def _worker_main(index: int, sock: socket.socket, address: str, flags, threads: 
     server.run()
 
 
-def _exit_with_parent() -> None:
-    """Block until the parent is gone, then leave at once (waitress would otherwise keep the port)."""
+def _exit_with_parent(state_directory: str) -> None:
+    """Block until the parent is gone, then leave at once (waitress would otherwise keep the port),
+    removing the state's socket directory, which a parent killed outright could not."""
     wait([multiprocessing.parent_process().sentinel])
+    shutil.rmtree(state_directory, ignore_errors=True)
     os._exit(0)
 
 

@@ -29,9 +29,10 @@ REQ = {"prompt": "p", "negative_prompt": "", "num_inference_steps": 4, "samples"
 
 
 class CliMock:
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
         self.process = subprocess.Popen([sys.executable, "-m", "mockserver", "--port", "0", "--quiet", *args],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, **(env or {})})
         line = self.process.stdout.readline()
         assert line.startswith("sd35-mock listening on http://127.0.0.1:"), self.process.stderr.read()
         self.url = line.split()[-1]
@@ -62,8 +63,8 @@ class CliMock:
 def cli_mock():
     started = []
 
-    def start(*args):
-        started.append(CliMock("--workers", "2", *args))
+    def start(*args, env=None):
+        started.append(CliMock("--workers", "2", *args, env=env))
         return started[-1]
 
     yield start
@@ -148,12 +149,14 @@ def test_sigterm_stops_every_process(cli_mock):
     assert wait_until_gone(pids) == []
 
 
-def test_workers_leave_when_the_main_process_is_killed(cli_mock):
-    mock = cli_mock()
+def test_workers_leave_when_the_main_process_is_killed(cli_mock, tmp_path):
+    mock = cli_mock(env={"TMPDIR": str(tmp_path)})
     pids = list(mock.worker_pids().values())
+    assert len(list(tmp_path.glob("sd35-mock-*"))) == 1  # the state's socket directory
     mock.process.kill()
     mock.process.wait(timeout=10)
     assert wait_until_gone(pids) == []  # nobody is left holding the port
+    assert list(tmp_path.glob("sd35-mock-*")) == []  # and the workers removed what the parent could not
 
 
 def test_a_dead_worker_stops_the_mock_loudly(cli_mock):
