@@ -19,7 +19,7 @@ from urllib.parse import quote
 from .config import MockConfig
 from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, MockError, NotFound, Unauthorized
 from .faults import FaultInjector
-from .images import CONTENT_TYPES, ImageCache, ImageSpec, render_image
+from .images import CONTENT_TYPES, ImageCache, ImageSpec
 from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore
 from .journal import Journal
 from .validation import GenerationRequest, RequestValidator
@@ -259,9 +259,8 @@ class MockBackend(ConfigRules):
             self._journal(entry, status)
 
     def _journal(self, entry: dict, status: int) -> None:
-        self.journal.record(at=self.clock.now(), method=entry["method"], path=entry["path"], query=entry["query"],
-                            headers=entry["headers"], body=entry["body"], status=status,
-                            duration_ms=(time.monotonic() - entry["started"]) * 1000)
+        self.record_request(method=entry["method"], path=entry["path"], query=entry["query"], headers=entry["headers"],
+                            body=entry["body"], status=status, duration_ms=(time.monotonic() - entry["started"]) * 1000)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -95,12 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # waitress warns "Task queue depth is N" on every request that waits for a thread: under load that is
-    # thousands of lines a second, and writing them cost a third of the throughput. Queueing is normal here.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    # Fewer, cheaper collections: a full one walks every stored job, and at the default thresholds
-    # those walks were the p99 at low load (3-10 ms instead of under 1 ms). Start-up objects are frozen.
-    gc.set_threshold(50_000, 50, 100)
+    from .server import tune_serving_process
+
+    tune_serving_process()
     if args.workers > 1:
         return _serve_workers(args, config, threads)
     from .http import create_app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Iterator
@@ -30,6 +32,16 @@ class _Channel(HTTPChannel):
         if self.requests and self.total_outbufs_len < self.adj.outbuf_high_watermark:
             return bool(self.will_close or self.close_when_flushed)
         return super().writable()
+
+
+def tune_serving_process() -> None:
+    """Settings for a process that serves under load (the CLI's, and each worker's)."""
+    # waitress warns "Task queue depth is N" on every request that waits for a thread: under load that is
+    # thousands of lines a second, and writing them cost a third of the throughput. Queueing is normal here.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # Fewer, cheaper collections: a full one walks every stored job, and at the default thresholds
+    # those walks were the p99 at low load (3-10 ms instead of under 1 ms). Start-up objects are frozen.
+    gc.set_threshold(50_000, 50, 100)
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8,

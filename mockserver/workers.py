@@ -124,17 +124,16 @@ def serve_forever(running: RunningWorkers) -> int:
 def _worker_main(index: int, sock: socket.socket, address: str, flags, threads: int, log_level: int) -> None:
     """A worker: waitress over a ``RemoteBackend``. Runs in a spawned interpreter."""
     from .http import create_app
-    from .server import make_server
+    from .server import make_server, tune_serving_process
     from .shared import StateAddress
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # see cli.py
+    tune_serving_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     threading.Thread(target=_exit_with_parent, args=(os.path.dirname(address),), daemon=True).start()
     backend = RemoteBackend(StateAddress(address, flags), worker=index)
     app = create_app(backend=backend)
     server = make_server(app, sockets=[sock], threads=threads, max_body_bytes=backend.config.max_body_bytes)
-    gc.set_threshold(50_000, 50, 100)  # see cli.py
     gc.freeze()
     server.run()
 

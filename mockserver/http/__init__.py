@@ -18,7 +18,7 @@ from ..config import MockConfig
 from ..errors import MockError
 from .api import api
 from .control import control
-from .journaling import header_pairs
+from .journaling import request_fields
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
 
 log = logging.getLogger("mockserver")
@@ -57,14 +57,11 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         response = finish_fault(response)
         ctx, req = g._get_current_object(), request._get_current_object()
         entry = ctx.get("journal_entry")
-        path = req.path
-        if not path.startswith("/__mock__") and not (entry and entry.get("taken")):
+        if not req.path.startswith("/__mock__") and not (entry and entry.get("taken")):
             body = b"" if response.status_code == 413 else req.get_data(cache=True)
             backend.record_request(
-                method=req.method, path=path,
-                query=req.environ.get("QUERY_STRING", ""), headers=header_pairs(req.environ), body=body,
-                status=response.status_code, duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000,
-                fault=ctx.get("fault"),
+                **request_fields(req, body), status=response.status_code,
+                duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
             )
         return response
 

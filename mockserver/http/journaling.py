@@ -11,10 +11,15 @@ def journal_entry(body: bytes) -> dict | None:
     ctx, req = g._get_current_object(), request._get_current_object()
     if ctx.get("fault") or ctx.get("after_fault") is not None:
         return None
-    environ = req.environ
-    ctx.journal_entry = {"method": req.method, "path": req.path, "query": environ.get("QUERY_STRING", ""),
-                         "headers": header_pairs(environ), "body": body, "started": ctx.started}
+    ctx.journal_entry = dict(request_fields(req, body), started=ctx.started)
     return ctx.journal_entry
+
+
+def request_fields(req, body: bytes) -> dict:
+    """The request as the journal records it: method, path, query, headers and body."""
+    environ = req.environ
+    return {"method": req.method, "path": req.path, "query": environ.get("QUERY_STRING", ""),
+            "headers": header_pairs(environ), "body": body}
 
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
