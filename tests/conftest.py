@@ -1,6 +1,6 @@
 import pytest
 
-from tests.helpers import Receiver
+from tests.helpers import SERVING, Receiver, running_mock
 
 REQ = {"prompt": "a red fox in the snow", "negative_prompt": "blurry", "num_inference_steps": 4, "samples": 2,
        "guidance_scale": 0.0, "width": 256, "height": 256}
@@ -18,17 +18,13 @@ def valid_request():
     return dict(REQ)
 
 
-@pytest.fixture(scope="session", params=["one process", "2 workers"])
+@pytest.fixture(scope="session", params=SERVING)
 def sd35_mock_server(request):
     """Overrides the plugin's fixture: every HTTP test runs against the one-process server and against
     two worker processes over the shared state (``python -m mockserver --workers 2``), which must behave
     the same."""
     from mockserver.config import MockConfig
     from mockserver.pytest_plugin import SESSION_CONFIG, MockHandle
-    from mockserver.server import start
-    from mockserver.workers import start_workers
 
-    config = MockConfig(**SESSION_CONFIG)
-    running = start(config) if request.param == "one process" else start_workers(config, workers=2, threads=4)
-    yield MockHandle(running)
-    running.close()
+    with running_mock(MockConfig(**SESSION_CONFIG), request.param) as running:
+        yield MockHandle(running)

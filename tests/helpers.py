@@ -53,6 +53,35 @@ class Receiver:
         self.server.server_close()
 
 
+class BlockingReceiver:
+    """A webhook receiver that holds every request until released, or answers 500."""
+
+    def __init__(self, status=204):
+        self.release, self.count, self.status = threading.Event(), 0, status
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.count += 1
+                outer.release.wait(10)
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 SERVING = ["one process", "2 workers"]
 
 

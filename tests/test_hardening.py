@@ -1,15 +1,13 @@
 """Hardening: many threads at once, webhook receivers that misbehave, and bounded memory over a long run."""
 
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
 from mockserver import MockBackend, MockConfig
-from tests.helpers import SERVING, running_mock
+from tests.helpers import SERVING, BlockingReceiver, running_mock
 
 KEY = {"API-Key": "hard"}
 REQ = {"prompt": "load", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0,
@@ -39,35 +37,6 @@ def test_concurrent_submit_and_poll_lose_nothing(serving):
         assert all(seen == ["PENDING", "PENDING", "SUCCESS"] for _, seen in results)
         listed = mock.backend.list_jobs(limit=10_000)
         assert len(listed) == len(ids) and {j["status"] for j in listed} == {"SUCCESS"}
-
-
-class BlockingReceiver:
-    """A webhook receiver that holds every request until released, or answers 500."""
-
-    def __init__(self, status=204):
-        self.release, self.count, self.status = threading.Event(), 0, status
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.count += 1
-                outer.release.wait(10)
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.mark.parametrize("serving", SERVING)

@@ -19,9 +19,9 @@ import requests
 
 from mockserver import MockBackend, MockConfig
 from mockserver.errors import (BodyTooLarge, Conflict, FieldError, ImageExpired, ImageNotReady, InvalidRequest,
-                               MockError, NotFound, Unauthorized)
+                               NotFound, Unauthorized)
 from mockserver.shared import RemoteBackend, StateChannel, StateError, StateServer
-from tests.test_hardening import BlockingReceiver
+from tests.helpers import BlockingReceiver
 
 KEY = {"API-Key": "worker-key"}
 REQ = {"prompt": "p", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 1,
