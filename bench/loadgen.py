@@ -94,7 +94,7 @@ def wrk_command(wrk: str, port: int, concurrency: int, duration_s: float, thread
                 status_id: str, api_key: str, status_per_submit: int = 3, timeout_s: float = 5.0) -> list[str]:
     threads = max(1, min(threads, concurrency))
     return [wrk, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--latency",
-            f"--timeout", f"{timeout_s:g}s", "-s", str(WORKLOAD_LUA), f"http://127.0.0.1:{port}",
+            "--timeout", f"{timeout_s:g}s", "-s", str(WORKLOAD_LUA), f"http://127.0.0.1:{port}",
             "--", status_id, api_key, str(status_per_submit)]
 
 

@@ -55,7 +55,7 @@ def request(port: int, method: str, path: str, body=None, headers=None, timeout:
         conn.close()
 
 
-def _read_status_kb(pid: int) -> dict:
+def read_status_kb(pid: int) -> dict:
     out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -135,7 +135,7 @@ class MemorySampler:
             pss = self._count % PSS_EVERY == 1
         total_rss, total_pss = 0, None
         for p in process_tree(self.pid):
-            st = _read_status_kb(p)
+            st = read_status_kb(p)
             if not st:
                 continue
             if st.get("VmHWM", 0) > self.hwm_kb.get(p, 0):

@@ -20,21 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from .procs import process_tree, pss_kb
+from .procs import process_tree, pss_kb, read_status_kb
 
 KEY = {"API-Key": "soak"}
 
 
 def rss_kib(pid: int) -> int:
     """VmRSS summed over the process and its children (the workers)."""
-    total = 0
-    for each in process_tree(pid):
-        try:
-            with open(f"/proc/{each}/status") as status:
-                total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
-        except OSError:
-            pass
-    return total
+    return sum(read_status_kb(each).get("VmRSS", 0) for each in process_tree(pid))
 
 
 def pss_kib(pid: int) -> int:

@@ -97,6 +97,15 @@ def _npm_package_dir(name: str) -> Path:
     return TOOLS_DIR / "node_modules" / name
 
 
+def _npm_package(name: str) -> tuple[Path, dict | None]:
+    """An installed package's folder and its package.json (None when missing or unreadable)."""
+    pkg_dir = _npm_package_dir(name)
+    try:
+        return pkg_dir, json.loads((pkg_dir / "package.json").read_text())
+    except (OSError, ValueError):
+        return pkg_dir, None
+
+
 def ensure_npm_tools(install: bool) -> str | None:
     """Install WireMock and Prism into bench/.tools if either is missing. Returns a problem or None."""
     missing = [p for p in NPM_PACKAGES if not (_npm_package_dir(p) / "package.json").is_file()]
@@ -120,10 +129,8 @@ def ensure_npm_tools(install: bool) -> str | None:
 
 def find_wiremock_jar() -> tuple[Path | None, str | None]:
     """Resolve the jar the npm shim would run: files under the package matching runnable-jar-regexp."""
-    pkg_dir = _npm_package_dir("wiremock")
-    try:
-        meta = json.loads((pkg_dir / "package.json").read_text())
-    except (OSError, ValueError):
+    pkg_dir, meta = _npm_package("wiremock")
+    if meta is None:
         return None, None
     regexp = re.compile(meta.get("runnable-jar-regexp") or r"build/.*\.jar")
     found = sorted(p for p in pkg_dir.rglob("*.jar")
@@ -132,10 +139,8 @@ def find_wiremock_jar() -> tuple[Path | None, str | None]:
 
 
 def find_prism_entry() -> tuple[Path | None, str | None]:
-    pkg_dir = _npm_package_dir("@stoplight/prism-cli")
-    try:
-        meta = json.loads((pkg_dir / "package.json").read_text())
-    except (OSError, ValueError):
+    pkg_dir, meta = _npm_package("@stoplight/prism-cli")
+    if meta is None:
         return None, None
     bin_ = meta.get("bin")
     rel = bin_.get("prism") if isinstance(bin_, dict) else bin_

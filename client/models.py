@@ -177,7 +177,8 @@ def _check(req: GenerationRequest, lim: Limits) -> list[dict[str, str]]:
     def bad(name: str, rule: str, message: str) -> None:
         out.append({"field": name, "rule": rule, "message": message})
 
-    def string(name: str, value: Any, max_chars: int, *, required: bool, non_blank: bool) -> None:
+    def string(name: str, value: Any, max_chars: int, *, required: bool, non_blank: bool,
+               pattern: str | None = None, pattern_message: str = "") -> None:
         if value is None:
             if required:
                 bad(name, "required", "is required")
@@ -189,6 +190,8 @@ def _check(req: GenerationRequest, lim: Limits) -> list[dict[str, str]]:
             bad(name, "pattern", "must contain a non-whitespace character")
         elif len(value) > max_chars:
             bad(name, "maxLength", f"must be at most {max_chars} characters")
+        elif pattern is not None and not re.fullmatch(pattern, value):
+            bad(name, "pattern", pattern_message)
 
     def integer(name: str, value: Any, bounds: tuple[int, int], multiple_of: int = 1,
                 required: bool = True) -> None:
@@ -231,26 +234,14 @@ def _check(req: GenerationRequest, lim: Limits) -> list[dict[str, str]]:
     integer("height", req.height, lim.height, lim.height_multiple_of, required=False)
     integer("width", req.width, lim.width, lim.width_multiple_of, required=False)
 
-    hook = req.webhook
-    if hook is not None:
-        if not isinstance(hook, str):
-            bad("webhook", "type", "must be a string")
-        elif len(hook) > lim.webhook_max_chars:
-            bad("webhook", "maxLength", f"must be at most {lim.webhook_max_chars} characters")
-        elif not re.fullmatch(lim.webhook_pattern, hook):
-            bad("webhook", "pattern", "must be an http:// or https:// URL with a host")
+    string("webhook", req.webhook, lim.webhook_max_chars, required=False, non_blank=False,
+           pattern=lim.webhook_pattern, pattern_message="must be an http:// or https:// URL with a host")
 
     boolean("direct_link", req.direct_link)
     string("batch_id", req.batch_id, lim.batch_id_max_chars, required=False, non_blank=False)
 
-    prefix = req.file_prefix
-    if prefix is not None:
-        if not isinstance(prefix, str):
-            bad("file_prefix", "type", "must be a string")
-        elif len(prefix) > lim.file_prefix_max_chars:
-            bad("file_prefix", "maxLength", f"must be at most {lim.file_prefix_max_chars} characters")
-        elif not re.fullmatch(lim.file_prefix_pattern, prefix):
-            bad("file_prefix", "pattern", f"must match {lim.file_prefix_pattern}")
+    string("file_prefix", req.file_prefix, lim.file_prefix_max_chars, required=False, non_blank=False,
+           pattern=lim.file_prefix_pattern, pattern_message=f"must match {lim.file_prefix_pattern}")
 
     boolean("queued_image_urls", req.queued_image_urls)
     return out
