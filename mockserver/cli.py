@@ -6,13 +6,12 @@ import argparse
 import gc
 import logging
 import os
-import socket
+import signal
 import sys
 
 from .backend import MockBackend
 from .config import MockConfig, load_profile
 from .errors import MockError
-from . import workers
 
 
 def _env(name: str, default=None):
@@ -50,11 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[h for h in _env("WEBHOOK_ALLOW_HOSTS", "").split(",") if h], metavar="HOST",
                    help="deliver webhooks to this host too (loopback is always allowed; '*' allows any)")
     p.add_argument("--max-jobs", type=int, default=_env("MAX_JOBS", "10000"), help="jobs kept at most")
-    p.add_argument("--workers", type=int, default=_env("WORKERS", "1"),
-                   help="HTTP worker processes over one shared state (default 1; 2 on a 2-core machine "
-                        "double throughput under load, see bench/README.md)")
     p.add_argument("--threads", type=int, default=_env("THREADS", "4"),
-                   help="threads per process (default 4: more only add GIL contention, fewer cost throughput)")
+                   help="threads serving requests (default 4: more only add GIL contention, fewer cost throughput)")
     p.add_argument("--quiet", action="store_true", default=_env("QUIET", "") not in ("", "0", "false"),
                    help="log warnings only")
     return p
@@ -86,30 +82,25 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except MockError as exc:
         parser.error(exc.message)
-    if not 1 <= args.workers <= 64:
-        parser.error("--workers: must be from 1 to 64")
-    if args.workers > 1 and not hasattr(socket, "AF_UNIX"):
-        parser.error("--workers: more than one needs Unix sockets, which this platform lacks")
     if not 1 <= args.threads <= 256:
         parser.error("--threads: must be from 1 to 256")
-    threads = args.threads
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from .server import tune_serving_process
+    from .http import create_app
+    from .server import make_server, server_url, tune_serving_process
 
     tune_serving_process()
-    if args.workers > 1:
-        return _serve_workers(args, config, threads)
-    from .http import create_app
-    from .server import make_server, server_url
-
     backend = MockBackend(config)
     app = create_app(backend=backend)
     try:
-        server = make_server(app, args.host, args.port, threads, config.max_body_bytes)
+        server = make_server(app, args.host, args.port, args.threads, config.max_body_bytes)
     except OSError as exc:
         print(f"sd35-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
+    # SIGTERM ends the mock as Ctrl-C does. Without a handler, a container's first process (PID 1) ignores
+    # it, and `docker stop` waits 10 s before it kills.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     print(f"sd35-mock listening on {server_url(server, args.host)}", flush=True)
     try:
         gc.freeze()
@@ -121,13 +112,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _serve_workers(args, config: MockConfig, threads: int) -> int:
-    try:
-        sock = workers.bind(args.host, args.port)
-    except OSError as exc:
-        print(f"sd35-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
-    running = workers.start_workers(config, host=args.host, workers=args.workers, threads=threads, sock=sock,
-                                    quiet=args.quiet)
-    print(f"sd35-mock listening on {running.url}", flush=True)
-    return workers.serve_forever(running)
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt

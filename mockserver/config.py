@@ -1,4 +1,9 @@
-"""The mock's configuration: run-time behaviour (``MockConfig``) and the profile of assumed values.
+"""The mock's configuration (``MockConfig``) and the profile of assumed values.
+
+``MockConfig`` holds two kinds of field. Behaviour (lifecycle, timing, failure rate, keys, profile, seed,
+webhook policy) is what ``PATCH /__mock__/config`` changes while serving. Start-up settings (bounds,
+sizes, the public URL; with the command line's host, port and threads) are fixed once the mock serves:
+patching one is refused, naming it, rather than echoed and ignored.
 
 The profile is data (``profiles/default.json``, deep-merged with a user's file) so that when a live
 run shows the real value of an assumed behaviour, the mock is corrected by editing data, not code.
@@ -54,9 +59,15 @@ def load_profile(path: str | Path | None = None, overrides: dict | None = None) 
     return profile
 
 
+STARTUP = {"startup": True}
+# Start-up settings that live on the command line only (the server is bound before any config exists).
+SERVING_SETTINGS = ("host", "port", "threads")
+
+
 @dataclass(frozen=True)
 class MockConfig:
-    """Everything that shapes the mock's behaviour; frozen, changed by making a new one."""
+    """Everything that shapes the mock; frozen, changed by making a new one. Fields marked ``STARTUP``
+    are fixed once serving."""
 
     api_keys: tuple[str, ...] = ()          # empty: any non-empty key is accepted
     lifecycle: str = "seconds"              # immediate | seconds | polls | manual
@@ -64,21 +75,21 @@ class MockConfig:
     pending_polls: int = 2
     failure_rate: float = 0.0
     seed: int | None = None
-    public_url: str | None = None           # base of download URLs; default: the request's host
     profile: dict = field(default_factory=load_default_profile)
-    # Bounds: nothing grows without limit.
-    max_jobs: int = 10_000
-    job_ttl_seconds: float = 86_400.0
-    journal_size: int = 500
-    journal_body_chars: int = 2_000
-    max_body_bytes: int = 1_048_576
-    image_cache_bytes: int = 32 * 1024 * 1024
-    # Webhooks.
+    # Webhook policy.
     webhook_timeout: float = 5.0
     webhook_max_attempts: int = 3
     webhook_backoff: float = 0.5
     webhook_allow_hosts: tuple[str, ...] = ()
-    webhook_records: int = 1_000
+    # Start-up settings. Bounds: nothing grows without limit.
+    public_url: str | None = field(default=None, metadata=STARTUP)  # base of download URLs; default: the request's host
+    max_jobs: int = field(default=10_000, metadata=STARTUP)
+    job_ttl_seconds: float = field(default=86_400.0, metadata=STARTUP)
+    journal_size: int = field(default=500, metadata=STARTUP)
+    journal_body_chars: int = field(default=2_000, metadata=STARTUP)
+    max_body_bytes: int = field(default=1_048_576, metadata=STARTUP)
+    image_cache_bytes: int = field(default=32 * 1024 * 1024, metadata=STARTUP)
+    webhook_records: int = field(default=1_000, metadata=STARTUP)
 
     def __post_init__(self) -> None:
         problems = []
@@ -111,10 +122,13 @@ class MockConfig:
         """A new config with ``changes`` applied; ``profile`` is deep-merged, unknown keys rejected."""
         if not isinstance(changes, dict):
             raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise InvalidRequest([FieldError(k, "unknown", "is not a configuration key") for k in unknown])
+        fixed = sorted(set(changes) & (startup_settings() | set(SERVING_SETTINGS)))
+        unknown = sorted(set(changes) - {f.name for f in fields(self)} - set(fixed))
+        problems = [FieldError(k, "startup", "is a start-up setting: set it on the command line, not while serving")
+                    for k in fixed]
+        problems += [FieldError(k, "unknown", "is not a configuration key") for k in unknown]
+        if problems:
+            raise InvalidRequest(problems)
         values = dict(changes)
         if "profile" in values:
             if not isinstance(values["profile"], dict):
@@ -135,6 +149,11 @@ class MockConfig:
         data["api_keys"] = [_redact(k) for k in self.api_keys]
         data["webhook_allow_hosts"] = list(self.webhook_allow_hosts)
         return data
+
+
+def startup_settings() -> set[str]:
+    """The fields of ``MockConfig`` fixed once the mock serves."""
+    return {f.name for f in fields(MockConfig) if f.metadata.get("startup")}
 
 
 def _finite(value: Any) -> bool:

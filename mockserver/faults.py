@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-from typing import Callable
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -93,11 +92,10 @@ class FaultPlan:
 
 
 class FaultInjector:
-    def __init__(self, seed: int | None = None, on_change: Callable[[], None] | None = None):
+    def __init__(self, seed: int | None = None):
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._on_change = on_change or (lambda: None)  # told when the set of rules changes
 
     def add(self, data: object) -> FaultRule:
         rule = FaultRule.parse(data)
@@ -105,7 +103,6 @@ class FaultInjector:
             if len(self._rules) >= MAX_RULES:
                 raise InvalidRequest(FieldError("faults", "maxItems", f"at most {MAX_RULES} rules at once"))
             self._rules.append(rule)
-        self._on_change()
         return rule
 
     def rules(self) -> list[dict]:
@@ -116,7 +113,6 @@ class FaultInjector:
         with self._lock:
             self._rules.clear()
             self._rng = random.Random(seed)
-        self._on_change()
 
     def pick(self, endpoint: str) -> FaultPlan:
         """Apply the matching rules: latencies add up, the first matching other rule is the action."""
@@ -134,11 +130,7 @@ class FaultInjector:
                     delay[rule.phase] += rule.ms
                 else:
                     action = rule
-            before = len(self._rules)
             self._rules = [r for r in self._rules if not r.spent]
-            spent = len(self._rules) != before
-        if spent:
-            self._on_change()
         return FaultPlan(min(delay["before"], MAX_LATENCY_MS), min(delay["after"], MAX_LATENCY_MS), action)
 
 

@@ -6,7 +6,6 @@ so a terminal state can never change, whoever asks.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -72,6 +71,41 @@ class Job:
         return True
 
 
+@dataclass(frozen=True)
+class JobView:
+    """A job as it stands at one moment: what the backend hands out, so an answer is never built from a
+    job that changes under it. ``download_urls`` is None until the job has URLs to show."""
+
+    id: str
+    status: str
+    error: str | None
+    download_urls: tuple[str, ...] | None
+    request: GenerationRequest
+    created_at: float
+    finished_at: float | None
+    polls: int
+    forced: bool
+    history: tuple[tuple[str, float], ...]
+
+    @property
+    def batch_id(self) -> str | None:
+        return self.request.batch_id
+
+    def body(self, profile: dict) -> dict:
+        """The provider's JSON for this job (ledger rows 12-14, 18), shaped by the profile: the status
+        answer and the webhook payload are this same body."""
+        body: dict = {"status": self.status, "id": self.id}
+        if self.status == FAILURE:
+            if not profile.get("job_failure_includes_id", True):
+                del body["id"]
+            body["error"] = self.error
+        elif self.download_urls is not None:
+            body["download_urls"] = list(self.download_urls)
+        if self.batch_id is not None and profile.get("echo_batch_id", True):
+            body["batch_id"] = self.batch_id
+        return body
+
+
 class JobStore:
     """Jobs by id, and their images by token and file name, bounded in count and age.
 
@@ -80,16 +114,12 @@ class JobStore:
     the provider's newer API keeps results 24 h). The caller holds ``lock`` around every use.
     """
 
-    def __init__(self, max_jobs: int, ttl_seconds: float, on_evict: Callable[[], None] | None = None):
+    def __init__(self, max_jobs: int, ttl_seconds: float):
         self.max_jobs, self.ttl_seconds = max_jobs, ttl_seconds
         self.lock = threading.RLock()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._images: dict[str, tuple[str, int]] = {}   # token or file name -> (job id, sample index)
         self.evicted = 0
-        # Jobs leave in the order they were last used (LRU or expiry), so every job used after this
-        # moment is still here: a worker may trust a copy of a finished job on that ground (see shared).
-        self.evicted_through = -math.inf
-        self._on_evict = on_evict or (lambda: None)
 
     def add(self, job: Job, now: float) -> None:
         self.expire(now)
@@ -113,15 +143,12 @@ class JobStore:
         for key in (*job.tokens, *job.file_names):
             self._images.pop(key, None)
         self.evicted += 1
-        self.evicted_through = max(self.evicted_through, job.touched_at)
-        self._on_evict()
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
     def touch(self, job: Job, now: float) -> None:
-        """A use of the job: it becomes the last to be evicted. (Never earlier than before, even if the
-        wall clock steps back: ``evicted_through`` relies on it.)"""
+        """A use of the job: it becomes the last to be evicted (never earlier, even if the clock steps back)."""
         job.touched_at = max(job.touched_at, now)
         self._jobs.move_to_end(job.id)
 
@@ -145,4 +172,3 @@ class JobStore:
     def clear(self) -> None:
         self._jobs.clear()
         self._images.clear()
-        self.evicted_through = -math.inf

@@ -35,7 +35,7 @@ class _Channel(HTTPChannel):
 
 
 def tune_serving_process() -> None:
-    """Settings for a process that serves under load (the CLI's, and each worker's)."""
+    """Settings for a process that serves under load (the command line's)."""
     # waitress warns "Task queue depth is N" on every request that waits for a thread: under load that is
     # thousands of lines a second, and writing them cost a third of the throughput. Queueing is normal here.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -44,13 +44,11 @@ def tune_serving_process() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 8,
-                max_body_bytes: int = 1_048_576, sockets: list | None = None) -> BaseWSGIServer:
-    """A bound, not yet running, waitress server; ``port=0`` picks a free port. ``sockets``: serve these
-    already listening sockets instead (the workers of ``mockserver.workers`` share one)."""
-    where = {"sockets": sockets} if sockets else {"host": host, "port": port}
+def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
+                max_body_bytes: int = 1_048_576) -> BaseWSGIServer:
+    """A bound, not yet running, waitress server; ``port=0`` picks a free port."""
     server = waitress.create_server(
-        app, **where, threads=threads, ident="sd35-mock",
+        app, host=host, port=port, threads=threads, ident="sd35-mock",
         connection_limit=1000,              # parallel test runners and load tests open many sockets
         asyncore_use_poll=True,             # no select() limit of 1024 descriptors
         # waitress spools bodies to a temp file and answers a plain-text 413 past its own cap; below that
@@ -103,7 +101,7 @@ class RunningServer:
         self.backend.close()
 
 
-def start(config: MockConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8,
+def start(config: MockConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, threads: int = 4,
           backend: MockBackend | None = None) -> RunningServer:
     """Start a real server in a daemon thread; the caller closes it."""
     from .http import create_app

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ["backend", "jobs", "validation", "config", "errors", "images", "webhooks", "faults", "journal", "openapi",
-        "shared"]
+CORE = ["backend", "jobs", "validation", "config", "errors", "images", "webhooks", "faults", "journal", "openapi"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -52,8 +51,14 @@ def imported_names(path: Path) -> set[str]:
 def test_contracts_reach_the_mock_only_to_start_it(path):
     """Contracts talk to every target through the client; only the plugin may start the embedded mock."""
     mock_imports = {name for name in imported_names(path) if name.split(".")[0] == "mockserver"}
-    allowed = {"mockserver.config", "mockserver.server"} if path.name == "plugin.py" else set()
+    allowed = {"mockserver.testing"} | ({"mockserver.config", "mockserver.server"} if path.name == "plugin.py" else set())
     assert mock_imports <= allowed
+
+
+def test_testing_helpers_speak_only_http():
+    """``mockserver.testing`` drives any mock (in-process, subprocess, container) the same way: over HTTP."""
+    assert not relative_imports(REPO / "mockserver" / "testing.py")
+    assert not imported_modules(REPO / "mockserver" / "testing.py") & {"flask", "werkzeug", "waitress", "mockserver"}
 
 
 def relative_imports(path: Path) -> set[str]:
@@ -63,6 +68,6 @@ def relative_imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", CORE)
 def test_core_does_not_reach_up_into_http_or_serving(module):
-    """The shared state (``shared``) serves the backend to workers without knowing how they speak HTTP."""
-    assert not relative_imports(REPO / "mockserver" / f"{module}.py") & {"http", "server", "workers", "cli",
-                                                                          "pytest_plugin"}
+    """The core returns models and raises errors; only the HTTP layer knows bodies' status codes."""
+    assert not relative_imports(REPO / "mockserver" / f"{module}.py") & {"http", "server", "cli", "pytest_plugin",
+                                                                          "testing"}

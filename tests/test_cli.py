@@ -2,32 +2,33 @@
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from mockserver.cli import build_parser, config_from_args
+from mockserver.testing import launch
 
 
 @pytest.fixture
 def run_mock():
-    processes = []
+    launched = []
 
     def run(*args, env=None):
-        process = subprocess.Popen([sys.executable, "-m", "mockserver", "--port", "0", "--quiet", *args],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env={**os.environ, **(env or {})})
-        processes.append(process)
-        line = process.stdout.readline()
-        assert line.startswith("sd35-mock listening on http://127.0.0.1:"), process.stderr.read()
-        return line.split()[-1]
+        mock = launch("--quiet", *args, env=env)
+        launched.append(mock)
+        assert mock.url.startswith("http://127.0.0.1:")
+        return mock.url
 
     yield run
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+    for mock in launched:
+        mock.stop()
 
 
 def test_serves_with_waitress_and_options_apply(run_mock):
@@ -72,7 +73,7 @@ def test_bad_options_exit_2_with_the_reason(args, message):
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("name,value,option", [("PORT", "x", "--port"), ("WORKERS", "two", "--workers"),
+@pytest.mark.parametrize("name,value,option", [("PORT", "x", "--port"), ("THREADS", "two", "--threads"),
                                                ("PENDING_SECONDS", "soon", "--pending-seconds"), ("SEED", "1.5", "--seed")])
 def test_bad_environment_values_exit_2_naming_the_option(name, value, option):
     done = subprocess.run([sys.executable, "-m", "mockserver"], capture_output=True, text=True, timeout=30,
@@ -86,3 +87,38 @@ def test_port_in_use_is_a_clear_error(run_mock):
     done = subprocess.run([sys.executable, "-m", "mockserver", "--port", port], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 2 and "cannot listen" in done.stderr
+
+
+def test_workers_is_an_unknown_option():
+    done = subprocess.run([sys.executable, "-m", "mockserver", "--workers", "2"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2 and "unrecognized arguments: --workers" in done.stderr
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_ends_the_mock_at_once_with_exit_0(signal_name):
+    """``docker stop`` sends SIGTERM and kills after 10 s: the mock must leave cleanly well before."""
+    mock = launch("--quiet")
+    session = requests.Session()  # a keep-alive connection left open must not hold the mock up
+    assert session.get(f"{mock.url}/__mock__/health", timeout=10).ok
+    started = time.monotonic()
+    mock.process.send_signal(getattr(signal, signal_name))
+    assert mock.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 1.0
+    session.close()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare(1)")
+def test_sigterm_ends_the_mock_as_pid_1():
+    """As a container's first process the kernel gives SIGTERM no default action: only a handler ends it."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"no PID namespace here: {probe.stderr.decode(errors='replace').strip()}")
+    mock = launch("--quiet", wrapper=("unshare", "--pid", "--fork", "--kill-child"))
+    [child] = Path(f"/proc/{mock.process.pid}/task/{mock.process.pid}/children").read_text().split()
+    [nspid] = [line for line in Path(f"/proc/{child}/status").read_text().splitlines() if line.startswith("NSpid:")]
+    assert nspid.split()[-1] == "1"  # the mock is PID 1 of its namespace
+    started = time.monotonic()
+    os.kill(int(child), signal.SIGTERM)
+    assert mock.process.wait(timeout=10) == 0  # unshare exits with its child's code
+    assert time.monotonic() - started < 1.0

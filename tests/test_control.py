@@ -89,9 +89,10 @@ def test_journal_redacts_keys_and_is_bounded(sd35_mock, valid_request):
     assert "secret-key-123" not in json.dumps(entries)
     assert entries[0]["headers"]["Api-Key"] == "***" and json.loads(entries[0]["body"])["samples"] == 2
     assert ctl(sd35_mock, "DELETE", "/journal").status_code == 200
-    for _ in range(sd35_mock.backend.config.journal_size + 20):
+    size = sd35_mock.config()["journal_size"]
+    for _ in range(size + 20):
         poll(sd35_mock, "x")
-    assert len(ctl(sd35_mock, "GET", "/journal").json()["requests"]) == sd35_mock.backend.config.journal_size
+    assert len(ctl(sd35_mock, "GET", "/journal").json()["requests"]) == size
     assert len(ctl(sd35_mock, "GET", "/journal?limit=3").json()["requests"]) == 3
 
 
@@ -165,32 +166,34 @@ def test_bad_fault_rules_are_rejected_naming_the_field(sd35_mock, rule, field):
     assert response.status_code == 400 and field in [e["field"] for e in response.json()["errors"]]
 
 
-def test_webhook_delivered_to_a_real_receiver(sd35_mock, receiver, valid_request):
+def test_webhook_delivered_to_a_real_receiver(sd35_mock, sd35_webhooks, valid_request):
     ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "manual"})
-    job_id = submit(sd35_mock, dict(valid_request, webhook=receiver.url, batch_id="w")).json()["id"]
-    assert receiver.bodies == []  # nothing while PENDING
+    job_id = submit(sd35_mock, dict(valid_request, webhook=sd35_webhooks.url, batch_id="w")).json()["id"]
+    assert sd35_webhooks.calls == []  # nothing while PENDING
     ctl(sd35_mock, "POST", f"/jobs/{job_id}/complete")
-    [body] = receiver.wait_for(1)
-    assert body == poll(sd35_mock, job_id).json()
+    [call] = sd35_webhooks.wait_for(1)
+    assert call.json == poll(sd35_mock, job_id).json()
+    assert call.headers["Content-Type"] == "application/json"
     deliveries = sd35_mock.webhooks(job_id)
     assert [(d["attempt"], d["outcome"]) for d in deliveries] == [(1, "delivered")]
     assert ctl(sd35_mock, "GET", f"/webhooks?job_id={job_id}").json()["deliveries"] == deliveries
 
 
-def test_webhook_retried_after_500(sd35_mock, receiver, valid_request):
-    receiver.fail_next = 2
+def test_webhook_retried_after_500(sd35_mock, sd35_webhooks, valid_request):
+    sd35_webhooks.fail_next = 2
     ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "immediate"})
-    job = submit(sd35_mock, dict(valid_request, webhook=receiver.url)).json()
-    assert receiver.wait_for(1)[0]["id"] == job["id"]
+    job = submit(sd35_mock, dict(valid_request, webhook=sd35_webhooks.url)).json()
+    assert [c.answered for c in sd35_webhooks.wait_for(3)] == [500, 500, 200]
+    assert sd35_webhooks.bodies == [job]
     outcomes = [(d["attempt"], d["outcome"], d["status_code"]) for d in sd35_mock.webhooks(job["id"])]
-    assert outcomes == [(1, "http_error", 500), (2, "http_error", 500), (3, "delivered", 204)]
+    assert outcomes == [(1, "http_error", 500), (2, "http_error", 500), (3, "delivered", 200)]
 
 
-def test_webhook_failure_body(sd35_mock, receiver, valid_request):
+def test_webhook_failure_body(sd35_mock, sd35_webhooks, valid_request):
     ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "immediate", "failure_rate": 1.0})
-    job = submit(sd35_mock, dict(valid_request, webhook=receiver.url)).json()
+    job = submit(sd35_mock, dict(valid_request, webhook=sd35_webhooks.url)).json()
     assert job["status"] == "FAILURE"
-    assert receiver.wait_for(1) == [job]
+    assert [c.json for c in sd35_webhooks.wait_for(1)] == [job]
 
 
 def test_webhook_to_non_loopback_host_is_blocked_not_sent(sd35_mock, valid_request):
@@ -225,10 +228,10 @@ def test_bad_phase_is_rejected(sd35_mock):
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "phase"
 
 
-def test_webhooks_wait_returns_settled_records(sd35_mock, receiver, valid_request):
-    receiver.fail_next = 1
+def test_webhooks_wait_returns_settled_records(sd35_mock, sd35_webhooks, valid_request):
+    sd35_webhooks.fail_next = 1
     ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "immediate", "webhook_backoff": 0.05})
-    job = submit(sd35_mock, dict(valid_request, webhook=receiver.url)).json()
+    job = submit(sd35_mock, dict(valid_request, webhook=sd35_webhooks.url)).json()
     settled = ctl(sd35_mock, "GET", f"/webhooks?job_id={job['id']}&wait=10").json()["deliveries"]
     assert [d["outcome"] for d in settled] == ["http_error", "delivered"]
     for bad in ("-1", "31", "soon", "nan"):

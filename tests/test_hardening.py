@@ -7,17 +7,17 @@ import pytest
 import requests
 
 from mockserver import MockBackend, MockConfig
-from tests.helpers import SERVING, BlockingReceiver, running_mock
+from mockserver.server import serve
+from mockserver.testing import MockControl, WebhookReceiver
 
 KEY = {"API-Key": "hard"}
 REQ = {"prompt": "load", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0,
        "width": 256, "height": 256}
 
 
-@pytest.mark.parametrize("serving", SERVING)
-def test_concurrent_submit_and_poll_lose_nothing(serving):
+def test_concurrent_submit_and_poll_lose_nothing():
     threads, per_thread = 16, 25
-    with running_mock(MockConfig(lifecycle="polls", pending_polls=2, seed=3), serving) as mock:
+    with serve(MockConfig(lifecycle="polls", pending_polls=2, seed=3)) as mock:
         def worker(_):
             with requests.Session() as session:
                 finals = []
@@ -35,48 +35,37 @@ def test_concurrent_submit_and_poll_lose_nothing(serving):
         ids = [job_id for job_id, _ in results]
         assert len(ids) == len(set(ids)) == threads * per_thread
         assert all(seen == ["PENDING", "PENDING", "SUCCESS"] for _, seen in results)
-        listed = mock.backend.list_jobs(limit=10_000)
+        listed = MockControl(mock.url).jobs()
         assert len(listed) == len(ids) and {j["status"] for j in listed} == {"SUCCESS"}
 
 
-@pytest.mark.parametrize("serving", SERVING)
-def test_slow_webhook_receiver_does_not_slow_the_api(serving):
-    receiver = BlockingReceiver()
-    try:
-        config = MockConfig(lifecycle="immediate", webhook_timeout=0.3, webhook_max_attempts=2, webhook_backoff=0.0)
-        with running_mock(config, serving) as mock:
-            # Every delivery hangs past its timeout; the API must still answer every request at once.
-            bodies = [requests.post(f"{mock.url}/sd3_5/v1", json=dict(REQ, webhook=receiver.url), headers=KEY,
-                                    timeout=2).json() for _ in range(16)]
-            assert all(b["status"] == "SUCCESS" for b in bodies)
-            assert mock.backend.webhooks.wait_idle(timeout=30)
-            records = mock.backend.webhooks.records()
-            assert {r["outcome"] for r in records} <= {"error", "dropped"}
-            assert all("timeout" in (r["error"] or "").lower() or r["outcome"] == "dropped" for r in records)
-    finally:
-        receiver.close()
+def test_slow_webhook_receiver_does_not_slow_the_api():
+    config = MockConfig(lifecycle="immediate", webhook_timeout=0.3, webhook_max_attempts=2, webhook_backoff=0.0)
+    with WebhookReceiver() as receiver, serve(config) as mock:
+        receiver.hold()
+        # Every delivery hangs past its timeout; the API must still answer every request at once.
+        bodies = [requests.post(f"{mock.url}/sd3_5/v1", json=dict(REQ, webhook=receiver.url), headers=KEY,
+                                timeout=2).json() for _ in range(16)]
+        assert all(b["status"] == "SUCCESS" for b in bodies)
+        records = MockControl(mock.url).webhooks(wait=30)
+        assert {r["outcome"] for r in records} <= {"error", "dropped"}
+        assert all("timeout" in (r["error"] or "").lower() or r["outcome"] == "dropped" for r in records)
 
 
-@pytest.mark.parametrize("serving", SERVING)
-def test_refusing_and_failing_receivers_are_recorded(serving):
+def test_refusing_and_failing_receivers_are_recorded():
     with socket.socket() as s:  # a port with nothing listening: connection refused
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    failing = BlockingReceiver(status=500)
-    failing.release.set()
-    try:
-        with running_mock(MockConfig(lifecycle="immediate", webhook_max_attempts=3, webhook_backoff=0.0), serving) as mock:
-            refused = requests.post(f"{mock.url}/sd3_5/v1", headers=KEY, timeout=5,
-                                    json=dict(REQ, webhook=f"http://127.0.0.1:{closed_port}/x")).json()
-            erroring = requests.post(f"{mock.url}/sd3_5/v1", json=dict(REQ, webhook=failing.url), headers=KEY,
-                                     timeout=5).json()
-            mock.backend.webhooks.wait_idle(timeout=30)
-            assert [r["outcome"] for r in mock.backend.webhooks.records(refused["id"])] == ["error"] * 3
-            assert [(r["outcome"], r["status_code"]) for r in mock.backend.webhooks.records(erroring["id"])] == \
-                [("http_error", 500)] * 3
-            assert requests.get(f"{mock.url}/__mock__/health", timeout=5).json() == {"ok": True}
-    finally:
-        failing.close()
+    config = MockConfig(lifecycle="immediate", webhook_max_attempts=3, webhook_backoff=0.0)
+    with WebhookReceiver(status=500) as failing, serve(config) as mock:
+        control = MockControl(mock.url)
+        refused = requests.post(f"{mock.url}/sd3_5/v1", headers=KEY, timeout=5,
+                                json=dict(REQ, webhook=f"http://127.0.0.1:{closed_port}/x")).json()
+        erroring = requests.post(f"{mock.url}/sd3_5/v1", json=dict(REQ, webhook=failing.url), headers=KEY,
+                                 timeout=5).json()
+        assert [r["outcome"] for r in control.webhooks(refused["id"], wait=30)] == ["error"] * 3
+        assert [(r["outcome"], r["status_code"]) for r in control.webhooks(erroring["id"])] == [("http_error", 500)] * 3
+        assert control.health()
 
 
 @pytest.mark.parametrize("jobs", [3_000])
@@ -87,9 +76,9 @@ def test_long_stream_stays_within_caps(jobs):
     backend = MockBackend(config)
     try:
         for n in range(jobs):
-            body = backend.submit("k", dict(REQ, prompt=f"job {n % 40}", webhook="http://10.0.0.1/blocked"), "http://m/")
+            job = backend.submit("k", dict(REQ, prompt=f"job {n % 40}", webhook="http://10.0.0.1/blocked"), "http://m/")
             if n % 10 == 0:
-                backend.image(body["download_urls"][0].rsplit("/", 1)[1], friendly=False)
+                backend.image(job.download_urls[0].rsplit("/", 1)[1], friendly=False)
             backend.journal.record(at=0, method="POST", path="/sd3_5/v1", query="", headers={}, body=b"x" * 10_000,
                                    status=200, duration_ms=1)
         stats = backend.stats()

@@ -9,6 +9,8 @@ import pytest
 import requests
 from PIL import Image
 
+from mockserver import MockConfig
+from mockserver.server import serve
 from tests.helpers import PAGE, PAGE_EXAMPLE, PAGE_URL
 
 KEY = {"API-Key": "test-key"}
@@ -106,9 +108,18 @@ def test_public_url_and_host_header(sd35_mock, valid_request):
     sd35_mock.configure(lifecycle="immediate")
     via_host = post(sd35_mock, valid_request, headers={**KEY, "Host": "twin.example:9000"}).json()
     assert via_host["download_urls"][0].startswith("http://twin.example:9000/files/")
-    sd35_mock.configure(public_url="https://images.internal/base")
-    body = post(sd35_mock, valid_request).json()
+    with serve(MockConfig(lifecycle="immediate", public_url="https://images.internal/base")) as behind_proxy:
+        body = post(behind_proxy, valid_request).json()
     assert body["download_urls"][0].startswith("https://images.internal/base/files/")
+
+
+def test_a_startup_setting_is_refused_while_serving_and_nothing_changes(sd35_mock, valid_request):
+    before = sd35_mock.config()
+    refused = sd35_mock.request("PATCH", "/config", json={"max_body_bytes": 50, "lifecycle": "manual"})
+    assert_failure(refused, 400, "max_body_bytes")
+    assert refused.json()["errors"] == [{"field": "max_body_bytes", "rule": "startup", "message": refused.json()["errors"][0]["message"]}]
+    assert sd35_mock.config() == before
+    assert post(sd35_mock, dict(valid_request, prompt="x" * 150)).status_code == 200  # the cap stayed 1 MiB
 
 
 def test_auth(sd35_mock, valid_request):

@@ -1,5 +1,4 @@
-"""Schemathesis against our own /openapi.json, in-process (WSGI) and over real HTTP (one process and two
-workers): no 5xx, responses conform to the document, invalid data is rejected, a bad key is refused."""
+"""Schemathesis against our own /openapi.json, in-process (WSGI) and over real HTTP: no 5xx, responses conform to the document, invalid data is rejected, a bad key is refused."""
 
 import pytest
 import schemathesis
@@ -7,7 +6,7 @@ from hypothesis import HealthCheck, settings
 
 from mockserver import MockConfig, create_app
 from mockserver.openapi import openapi_document
-from tests.helpers import SERVING, running_mock
+from mockserver.server import serve
 
 KEY = "schema-key"
 CONFIG = MockConfig(lifecycle="immediate", seed=1, api_keys=(KEY,))  # a closed key list, so bad keys are 401
@@ -21,9 +20,9 @@ def test_wsgi_conforms(case):
     case.call_and_validate(headers={"API-Key": KEY})
 
 
-@pytest.fixture(scope="module", params=SERVING)
-def http_mock(request):
-    with running_mock(CONFIG, request.param, threads=4) as mock:
+@pytest.fixture(scope="module")
+def http_mock():
+    with serve(CONFIG) as mock:
         yield mock
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -15,67 +13,9 @@ from mockserver import webhooks
 from mockserver.webhooks import WebhookDispatcher, backoff_delay, check_url, host_allowed, is_loopback_host
 
 
-class Receiver:
-    """A local webhook endpoint whose behaviour the test controls."""
-
-    def __init__(self):
-        self.lock = threading.Condition()
-        self.requests: list[dict] = []
-        self.fail_next = 0  # answer 500 this many times
-        self.status = 200
-        self.location: str | None = None
-        self.slow = False  # hold each request until `release` is set
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    receiver.lock.notify_all()
-                    status = receiver.status
-                    if receiver.fail_next > 0:
-                        receiver.fail_next -= 1
-                        status = 500
-                if receiver.slow:
-                    receiver.release.wait(10)
-                self.send_response(status)
-                if receiver.location:
-                    self.send_header("Location", receiver.location)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                pass  # a client that timed out and hung up is expected here
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def wait_for(self, n: int, timeout: float = 5.0) -> bool:
-        with self.lock:
-            return self.lock.wait_for(lambda: len(self.requests) >= n, timeout)
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
+def receiver(sd35_webhooks):
+    return sd35_webhooks
 
 
 @pytest.fixture
@@ -135,11 +75,11 @@ def test_delivered_on_first_try(receiver, make):
     rec = d.records()[0]
     assert rec["job_id"] == "j1" and rec["url"] == receiver.url and rec["error"] is None
     assert isinstance(rec["at"], float) and rec["duration_ms"] >= 0
-    [req] = receiver.requests
-    assert json.loads(req["body"]) == payload
-    assert req["path"] == "/hook"
-    assert req["headers"]["Content-Type"] == "application/json"
-    assert req["headers"]["User-Agent"] == "sd35-mock-webhook"
+    [req] = receiver.calls
+    assert req.json == payload
+    assert req.path == "/hook"
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.headers["User-Agent"] == "sd35-mock-webhook"
 
 
 def test_retried_after_500_then_delivered(receiver, make):
@@ -149,7 +89,7 @@ def test_retried_after_500_then_delivered(receiver, make):
     assert d.wait_idle(5)
     assert outcomes(d) == [(1, "http_error", 500), (2, "http_error", 500), (3, "delivered", 200)]
     assert "500" in d.records()[0]["error"]
-    assert len(receiver.requests) == 3
+    assert len(receiver.calls) == 3
 
 
 def test_gives_up_after_max_attempts(receiver, make):
@@ -158,20 +98,20 @@ def test_gives_up_after_max_attempts(receiver, make):
     d.submit("j1", receiver.url, {})
     assert d.wait_idle(5)
     assert outcomes(d) == [(1, "http_error", 500), (2, "http_error", 500), (3, "http_error", 500)]
-    assert len(receiver.requests) == 3
+    assert len(receiver.calls) == 3
 
 
 def test_redirect_is_not_followed(receiver, make):
-    receiver.status, receiver.location = 307, "http://10.1.2.3/elsewhere"
+    receiver.status, receiver.answer_headers = 307, {"Location": "http://10.1.2.3/elsewhere"}
     d = make(max_attempts=1)
     d.submit("j1", receiver.url, {})
     assert d.wait_idle(5)
     assert outcomes(d) == [(1, "http_error", 307)]
-    assert len(receiver.requests) == 1
+    assert len(receiver.calls) == 1
 
 
 def test_timeout_is_recorded_as_error(receiver, make):
-    receiver.slow = True
+    receiver.hold()
     d = make(timeout=0.2, max_attempts=1)
     d.submit("j1", receiver.url, {})
     assert d.wait_idle(5)
@@ -227,16 +167,16 @@ def test_injected_clock_stamps_records(receiver, make):
 
 
 def test_payload_is_snapshotted_at_submit(receiver, make):
-    receiver.slow = True
+    receiver.hold()
     d = make(workers=1)
     d.submit("j0", receiver.url, {})  # occupies the only worker
     assert receiver.wait_for(1)
     payload = {"status": "PENDING"}
     d.submit("j1", receiver.url, payload)
     payload["status"] = "MUTATED"
-    receiver.release.set()
+    receiver.release()
     assert d.wait_idle(5)
-    assert json.loads(receiver.requests[1]["body"]) == {"status": "PENDING"}
+    assert json.loads(receiver.calls[1].raw) == {"status": "PENDING"}
 
 
 @pytest.mark.parametrize("payload", [{"x": {1, 2}}, {"x": float("nan")}, object()])
@@ -323,7 +263,7 @@ def test_malformed_url_is_recorded_as_error(url, make, no_network):
 # --- queue, records, lifecycle ------------------------------------------------------------------
 
 def test_submit_never_blocks_and_full_queue_drops(receiver, make):
-    receiver.slow = True
+    receiver.hold()
     d = make(workers=1, max_queue=3, timeout=5)
     start = time.perf_counter()
     d.submit("j0", receiver.url, {})
@@ -336,7 +276,7 @@ def test_submit_never_blocks_and_full_queue_drops(receiver, make):
     dropped = [r for r in d.records() if r["outcome"] == "dropped"]
     assert [r["job_id"] for r in dropped] == [f"j{i}" for i in range(4, 40)]
     assert "queue full" in dropped[0]["error"]
-    receiver.release.set()
+    receiver.release()
     assert d.wait_idle(5)
     assert elapsed < 1.0  # 40 submits while the receiver hangs
     delivered = [r["job_id"] for r in d.records() if r["outcome"] == "delivered"]
@@ -360,17 +300,17 @@ def test_records_are_copies(make, no_network):
 
 
 def test_clear_forgets_records_and_queued_deliveries(receiver, make):
-    receiver.slow = True
+    receiver.hold()
     d = make(workers=1)
     d.submit("j0", receiver.url, {})
     assert receiver.wait_for(1)
     d.submit("j1", receiver.url, {})
     d.submit("j2", "http://10.1.2.3/hook", {})
     d.clear()
-    receiver.release.set()
+    receiver.release()
     assert d.wait_idle(5)
     assert d.records() == []  # the in-flight j0 finished after the reset: not recorded
-    assert len(receiver.requests) == 1  # j1 was never sent
+    assert len(receiver.calls) == 1  # j1 was never sent
 
 
 def test_worker_survives_unexpected_exception(receiver, make, monkeypatch):
@@ -434,12 +374,12 @@ def test_workers_start_lazily_and_close_is_idempotent(receiver, make):
 
 
 def test_wait_idle_times_out_while_a_delivery_hangs(receiver, make):
-    receiver.slow = True
+    receiver.hold()
     d = make()
     d.submit("j1", receiver.url, {})
     assert receiver.wait_for(1)
     assert d.wait_idle(0.05) is False
-    receiver.release.set()
+    receiver.release()
     assert d.wait_idle(5) is True
 
 

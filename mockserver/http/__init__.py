@@ -9,22 +9,25 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from ..backend import MockBackend
 from ..config import MockConfig
-from ..errors import MockError
+from ..errors import FieldError, MockError
+from .answers import failure_response, status_for
 from .api import api
 from .control import control
-from .journaling import request_fields
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
+from .journaling import request_fields
 
 log = logging.getLogger("mockserver")
 
-METHOD_FIELDS = {404: ("path", "exists", "no such endpoint"), 405: ("method", "allowed", "is not allowed here"),
-                 413: ("body", "maxLength", "is too large")}
+# werkzeug's own refusals, as the field, rule and message of a FAILURE body, and the kind of answer.
+HTTP_ERRORS = {404: ("path", "exists", "no such endpoint", "not_found"),
+               405: ("method", "allowed", "is not allowed here", "method_not_allowed"),
+               413: ("body", "maxLength", "is too large", "body_too_large")}
 
 
 def create_app(config: MockConfig | None = None, *, backend: MockBackend | None = None) -> Flask:
@@ -45,7 +48,6 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
         ctx.started = time.monotonic()
         ctx.fault = None
-        ctx.journal_entry = None
         rule = request.url_rule
         kind = api_endpoint_kind(rule.endpoint if rule else "")
         if kind:
@@ -54,40 +56,41 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.after_request
     def journal(response: Response) -> Response:
+        """The one place a request is journaled: every request but the control plane's, with the status the
+        client got and what a fault did to it."""
         response = finish_fault(response)
         ctx, req = g._get_current_object(), request._get_current_object()
-        entry = ctx.get("journal_entry")
-        if not req.path.startswith("/__mock__") and not (entry and entry.get("taken")):
+        if not req.path.startswith("/__mock__"):
             body = b"" if response.status_code == 413 else req.get_data(cache=True)
-            backend.record_request(
-                **request_fields(req, body), status=response.status_code,
+            backend.journal.record(
+                at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
             )
         return response
 
     @app.errorhandler(MockError)
     def mock_error(error: MockError):
-        return jsonify(error.body()), backend.http_status(error.kind, error.default_status)
+        return failure_response(error.errors, status_for(backend.profile, error.kind))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        field, rule, message = METHOD_FIELDS.get(error.code or 400, ("request", "valid", error.description or "is invalid"))
-        kind = {413: "body_too_large", 405: "method_not_allowed", 404: "not_found"}.get(error.code or 400, "invalid")
+        code = error.code or 400
+        if code in HTTP_ERRORS:
+            field, rule, message, kind = HTTP_ERRORS[code]
+            code = status_for(backend.profile, kind)
+        else:
+            field, rule, message = "request", "valid", error.description or "is invalid"
         if error.code == 413:
             message = f"is too large: at most {backend.config.max_body_bytes} bytes"
-        body = {"status": "FAILURE", "error": f"{field}: {message}", "errors": [{"field": field, "rule": rule, "message": message}]}
-        response = jsonify(body)
-        response.status_code = backend.http_status(kind, error.code or 400)
-        if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+        response = failure_response([FieldError(field, rule, message)], code)
+        if error.code == 405 and getattr(error, "valid_methods", None):
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         log.exception("unexpected error")
-        body = {"status": "FAILURE", "error": "server: internal error in the mock (see its log)",
-                "errors": [{"field": "server", "rule": "internal", "message": "internal error in the mock"}]}
-        return jsonify(body), 500
+        return failure_response([FieldError("server", "internal", "internal error in the mock (see its log)")], 500)
 
     app.wsgi_app = DropConnectionMiddleware(app.wsgi_app)
     return app

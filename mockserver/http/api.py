@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..openapi import openapi_document
-from .journaling import journal_entry
 from ..validation import parse_json_body
+from .answers import job_response
 
 api = Blueprint("api", __name__)
 
@@ -15,29 +15,25 @@ def _backend():
     return current_app.extensions["sd35_backend"]
 
 
-def _job_response(body: dict) -> tuple[Response, int]:
-    return jsonify(body), _backend().body_http_status(body)
-
-
 @api.post("/sd3_5/v1")
 def submit():
     backend = _backend()
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
-    raw = request.get_data(cache=True)
-    body = parse_json_body(raw)
-    return _job_response(backend.submit(key, body, request.host_url, journal=journal_entry(raw)))
+    body = parse_json_body(request.get_data(cache=True))
+    return job_response(backend.submit(key, body, request.host_url), backend.profile)
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")
 def status(job_id: str):
-    return _job_response(_backend().status(request.headers.get("API-Key"), job_id, journal=journal_entry(b"")))
+    backend = _backend()
+    return job_response(backend.status(request.headers.get("API-Key"), job_id), backend.profile)
 
 
 def _image(key: str, friendly: bool) -> Response:
-    data, content_type, name = _backend().image(key, friendly)
-    response = Response(data, mimetype=content_type)
-    response.headers["Content-Disposition"] = f'inline; filename="{name}"'
+    image = _backend().image(key, friendly)
+    response = Response(image.data, mimetype=image.content_type)
+    response.headers["Content-Disposition"] = f'inline; filename="{image.file_name}"'
     response.headers["Cache-Control"] = "public, max-age=86400, immutable"
     return response
 

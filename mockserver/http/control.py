@@ -7,7 +7,7 @@ import math
 from flask import Blueprint, current_app, jsonify, request
 
 from ..errors import FieldError, InvalidRequest
-from ..jobs import FAILURE, SUCCESS
+from ..jobs import FAILURE, SUCCESS, JobView
 from ..validation import parse_json_body
 
 control = Blueprint("control", __name__, url_prefix="/__mock__")
@@ -32,6 +32,18 @@ def _limit() -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
         raise InvalidRequest(FieldError("limit", "range", "must be a whole number from 1 to 10000"))
     return int(raw)
+
+
+def _summary(view: JobView) -> dict:
+    return {"id": view.id, "status": view.status, "batch_id": view.batch_id, "samples": view.request.samples,
+            "created_at": view.created_at, "finished_at": view.finished_at, "polls": view.polls,
+            "forced": view.forced, "owner_key": "***"}
+
+
+def _detail(view: JobView) -> dict:
+    """A job with its request, the body its owner would get now, and its history."""
+    return dict(_summary(view), request=view.request.as_dict(), body=view.body(_backend().profile),
+                history=[{"status": s, "at": t} for s, t in view.history])
 
 
 @control.get("/health")
@@ -69,17 +81,17 @@ def list_jobs():
     status = request.args.get("status")
     if status not in (None, "PENDING", "SUCCESS", "FAILURE"):
         raise InvalidRequest(FieldError("status", "enum", "must be PENDING, SUCCESS or FAILURE"))
-    return jsonify(jobs=_backend().list_jobs(request.args.get("batch_id"), status, _limit()))
+    return jsonify(jobs=[_summary(v) for v in _backend().list_jobs(request.args.get("batch_id"), status, _limit())])
 
 
 @control.get("/jobs/<anything:job_id>")
 def show_job(job_id: str):
-    return jsonify(_backend().job_detail(job_id))
+    return jsonify(_detail(_backend().job(job_id)))
 
 
 @control.post("/jobs/<anything:job_id>/complete")
 def complete_job(job_id: str):
-    return jsonify(_backend().force(job_id, SUCCESS))
+    return jsonify(_detail(_backend().force(job_id, SUCCESS)))
 
 
 @control.post("/jobs/<anything:job_id>/fail")
@@ -87,7 +99,7 @@ def fail_job(job_id: str):
     error = _json_object(optional=True).get("error", "Image generation failed (forced by the mock's control plane)")
     if not isinstance(error, str) or not error or len(error) > 2_000:
         raise InvalidRequest(FieldError("error", "type", "must be a non-empty string of at most 2000 characters"))
-    return jsonify(_backend().force(job_id, FAILURE, error))
+    return jsonify(_detail(_backend().force(job_id, FAILURE, error)))
 
 
 @control.get("/journal")

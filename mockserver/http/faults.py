@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Response, g, jsonify
+from flask import Response, g
+
+from ..errors import FieldError
+from .answers import failure_response
 
 DROP_HEADER = "X-SD35-Mock-Drop"
 
@@ -86,10 +89,7 @@ def _wait(ms: int) -> None:
 def fault_response(rule) -> Response:
     _note(rule.type if rule.phase == "before" else f"{rule.type} after")
     if rule.type == "status":
-        body = {"status": "FAILURE", "error": f"server: injected HTTP {rule.status}",
-                "errors": [{"field": "server", "rule": "fault", "message": f"injected HTTP {rule.status}"}]}
-        response = jsonify(body)
-        response.status_code = rule.status
+        response = failure_response([FieldError("server", "fault", f"injected HTTP {rule.status}")], rule.status)
         if rule.retry_after is not None:
             response.headers["Retry-After"] = str(rule.retry_after)
         return response

@@ -1,18 +1,6 @@
-"""What the journal is told about an API request (``create_app``'s ``journal`` hook records the rest)."""
+"""What the journal records of a request (``create_app``'s ``journal`` hook is its one caller)."""
 
 from __future__ import annotations
-
-from flask import g, request
-
-
-def journal_entry(body: bytes) -> dict | None:
-    """This API request, for the backend to journal along with its operation; ``None`` if a fault has
-    touched it or may still change its answer (then the ``journal`` hook records it, with the fault)."""
-    ctx, req = g._get_current_object(), request._get_current_object()
-    if ctx.get("fault") or ctx.get("after_fault") is not None:
-        return None
-    ctx.journal_entry = dict(request_fields(req, body), started=ctx.started)
-    return ctx.journal_entry
 
 
 def request_fields(req, body: bytes) -> dict:

@@ -1,0 +1,308 @@
+"""What a test needs around a running mock, one of each: the control-plane client, a webhook receiver,
+and a launcher of ``python -m mockserver``.
+
+Public and HTTP-only (no import of the mock's internals), so the pytest fixtures, the contract suite, our
+own tests, the benchmark and users' tests all drive a mock the same way, whether it runs in this process,
+in a subprocess or in a container.
+
+    with launch("--pending-seconds", "0") as mock, WebhookReceiver() as hooks:
+        control = MockControl(mock.url)
+        control.configure(lifecycle="manual")
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+
+__all__ = ["ControlError", "MockControl", "WebhookReceiver", "WebhookCall", "LaunchedMock", "launch",
+           "close_session"]
+
+
+class ControlError(AssertionError):
+    """The control plane answered something other than what the call expects (an AssertionError, so a
+    test that trips it fails rather than errors)."""
+
+    def __init__(self, method: str, path: str, response: requests.Response):
+        self.status_code = response.status_code
+        self.body = response.text[:500]
+        super().__init__(f"control plane {method} /__mock__{path} answered HTTP {self.status_code}: {self.body}")
+
+
+class MockControl:
+    """The mock's control plane (``/__mock__/``) over HTTP. It needs no API key: bind the mock to loopback."""
+
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.http = session or requests.Session()
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """The raw answer, for a test that inspects it (e.g. 409 for a terminal job)."""
+        kwargs.setdefault("timeout", self.timeout)
+        return self.http.request(method, f"{self.url}/__mock__{path}", **kwargs)
+
+    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200, 201), **kwargs) -> Any:
+        """The parsed JSON answer; ``ControlError`` unless the status is one of ``expect``."""
+        resp = self.request(method, path, **kwargs)
+        if resp.status_code not in expect:
+            raise ControlError(method, path, resp)
+        return resp.json() if resp.content else None
+
+    # -- the controls ----------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        try:
+            return self.call("GET", "/health").get("ok") is True
+        except (requests.RequestException, ControlError, ValueError, AttributeError):
+            return False
+
+    def reset(self) -> None:
+        """Forget every job, record and fault; back to the start-up configuration."""
+        self.call("POST", "/reset")
+
+    def config(self) -> dict:
+        return self.call("GET", "/config")
+
+    def configure(self, **changes: Any) -> dict:
+        """Change run-time behaviour (lifecycle, timing, keys, profile, ...); returns the new config."""
+        return self.call("PATCH", "/config", json=changes)
+
+    def advance(self, seconds: float) -> float:
+        """Move the mock's clock on: jobs due by then finish, with no test sleeping."""
+        return self.call("POST", "/clock/advance", json={"seconds": seconds})["now"]
+
+    def jobs(self, **filters: Any) -> list[dict]:
+        """Jobs, newest first; filters: ``batch_id``, ``status``, ``limit``."""
+        return self.call("GET", "/jobs", params={"limit": 10_000, **filters})["jobs"]
+
+    def job(self, job_id: str) -> dict:
+        return self.call("GET", "/jobs/" + job_id)
+
+    def complete(self, job_id: str) -> dict:
+        return self.call("POST", f"/jobs/{job_id}/complete")
+
+    def fail(self, job_id: str, error: str = "Image generation failed (forced)") -> dict:
+        return self.call("POST", f"/jobs/{job_id}/fail", json={"error": error})
+
+    def journal(self, limit: int | None = None) -> list[dict]:
+        return self.call("GET", "/journal", params={"limit": limit} if limit else None)["requests"]
+
+    def clear_journal(self) -> None:
+        self.call("DELETE", "/journal")
+
+    def webhooks(self, job_id: str | None = None, wait: float = 10.0) -> list[dict]:
+        """Webhook delivery records, once none is queued or in flight (waiting up to ``wait`` s)."""
+        params: dict[str, Any] = {"wait": f"{wait:g}"}
+        if job_id is not None:
+            params["job_id"] = job_id
+        return self.call("GET", "/webhooks", params=params)["deliveries"]
+
+    def fault(self, **rule: Any) -> dict:
+        """Inject a fault (see docs/wire.md): e.g. ``fault(endpoint="submit", type="status", status=503)``."""
+        return self.call("POST", "/faults", json=rule)
+
+    def faults(self) -> list[dict]:
+        return self.call("GET", "/faults")["faults"]
+
+    def clear_faults(self) -> None:
+        self.call("DELETE", "/faults")
+
+    def stats(self) -> dict:
+        return self.call("GET", "/stats")
+
+    def close(self) -> None:
+        close_session(self.http)
+
+
+def close_session(session: requests.Session) -> None:
+    """Really drop a session's keep-alive connections (urllib3 2.x leaves a cleared pool's sockets to
+    the garbage collector), so a server can stop at once."""
+    for adapter in session.adapters.values():
+        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+        if pools is not None:
+            for key in list(pools.keys()):
+                try:
+                    pools[key].close()
+                except KeyError:
+                    pass
+    session.close()
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+@dataclass
+class WebhookCall:
+    """One POST that reached the receiver, and what it answered."""
+
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    answered: int
+    at: float = field(default_factory=time.time)
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return None
+
+
+class WebhookReceiver:
+    """An HTTP endpoint on 127.0.0.1 that records every POST and answers ``status`` (with ``answer_headers``).
+    ``fail_next = N`` answers the next N calls with HTTP 500 (to see retries); ``hold()`` keeps calls
+    waiting for their answer until ``release()`` (a slow receiver; they are recorded on arrival).
+
+        with WebhookReceiver() as hooks:
+            submit(..., webhook=hooks.url)
+            [call] = hooks.wait_for(1)
+            assert call.json["status"] == "SUCCESS"
+    """
+
+    def __init__(self, status: int = 200, host: str = "127.0.0.1"):
+        self.status = status
+        self.answer_headers: dict[str, str] = {}
+        self.fail_next = 0
+        self.calls: list[WebhookCall] = []
+        self._arrived = threading.Condition()
+        self._released = threading.Event()
+        self._released.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                length = min(int(self.headers.get("Content-Length") or 0), 16 * 1024 * 1024)
+                raw = self.rfile.read(length)
+                with receiver._arrived:
+                    failing = receiver.fail_next > 0
+                    receiver.fail_next -= failing
+                    answered = 500 if failing else receiver.status
+                    receiver.calls.append(WebhookCall(self.path, dict(self.headers), raw, answered))
+                    receiver._arrived.notify_all()
+                receiver._released.wait(30)  # arrived (and counted) first, answered once released
+                self.send_response(answered)
+                for name, value in receiver.answer_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a sender that timed out and hung up is expected
+
+        self._server = Server((host, 0), Handler)
+        self.url = f"http://{host}:{self._server.server_port}/hook"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def bodies(self) -> list[Any]:
+        """The JSON of every call answered with success, in arrival order."""
+        with self._arrived:
+            return [c.json for c in self.calls if c.answered < 300]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[WebhookCall]:
+        """Every call so far, once at least ``count`` arrived (or ``timeout`` passed)."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(self.calls) >= count, timeout=timeout)
+            return list(self.calls)
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- launching ----------------------------------------------------------------------------------
+
+@dataclass
+class LaunchedMock:
+    """A ``python -m mockserver`` process and the URL it printed."""
+
+    url: str
+    process: subprocess.Popen
+    output: list[str]
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, as ``docker stop`` sends it; the exit code (killed if it outlives ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> "LaunchedMock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
+           python: str = sys.executable, cwd: str | None = None, wrapper: tuple[str, ...] = ()) -> LaunchedMock:
+    """Start ``python -m mockserver --port 0 ARGS`` and wait for its "listening on" line.
+
+    ``env`` is added to this process's environment; ``wrapper`` runs the command under another (e.g.
+    ``("unshare", "--pid", "--fork")``). Its output is drained by a thread (and kept in
+    ``output``), so a chatty mock never blocks on a full pipe. ``RuntimeError`` with that output if it
+    exits or stays silent for ``timeout`` seconds.
+    """
+    argv = [*wrapper, python, "-m", "mockserver", "--port", "0", *args]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                               env={**os.environ, **(env or {})})
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def drain() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            output.append(line.rstrip("\n"))
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            line = None
+        if line is not None and "listening on " in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+            return LaunchedMock(url, process, output)
+        if line is None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            raise RuntimeError(f"python -m mockserver did not start ({' '.join(args)}):\n" + "\n".join(output))
