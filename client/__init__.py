@@ -33,7 +33,7 @@ from .errors import (
     UnexpectedResponseError,
     WaitTimeoutError,
 )
-from .models import DEFAULT_LIMITS, GenerationRequest, JobState, JobStatus, Limits
+from .models import GenerationRequest, JobState, JobStatus
 
 __version__ = "0.1.0"
 
@@ -49,8 +49,6 @@ __all__ = [
     "GenerationRequest",
     "JobState",
     "JobStatus",
-    "Limits",
-    "DEFAULT_LIMITS",
     "ImagePipelineError",
     "TransportError",
     "ConnectError",

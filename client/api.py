@@ -47,7 +47,7 @@ from .errors import (
     UnexpectedResponseError,
     WaitTimeoutError,
 )
-from .models import DEFAULT_LIMITS, GenerationRequest, JobStatus, Limits
+from .models import GenerationRequest, JobStatus
 
 __all__ = [
     "ImagePipelineClient",
@@ -129,7 +129,6 @@ class ImagePipelineClient:
         poll: Backoff = DEFAULT_POLL,
         wait_timeout: float = 600.0,
         validate: bool = True,
-        limits: Limits = DEFAULT_LIMITS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
@@ -148,7 +147,6 @@ class ImagePipelineClient:
         self.poll = poll
         self.wait_timeout = wait_timeout
         self.validate = validate
-        self.limits = limits
         self._sleep = sleep
         self._clock = clock
         self._random = random
@@ -192,12 +190,13 @@ class ImagePipelineClient:
     ) -> JobStatus:
         """Create a job; returns its first status (PENDING, or SUCCESS/FAILURE when already done).
 
-        Refuses an invalid request with InvalidRequestError before sending anything, unless
-        ``validate=False`` (here or on the client).
+        A missing required field or a wrong JSON type is refused with InvalidRequestError before
+        anything is sent, unless ``validate=False`` (here or on the client); every limit is the
+        server's to judge, and its 400 is raised as InvalidRequestError too.
         """
         req = self.build_request(request, **fields)
         if self.validate if validate is None else validate:
-            req.validate(self.limits)
+            req.validate()
         try:
             data = json.dumps(req.to_payload()).encode("utf-8")
         except (TypeError, ValueError) as exc:  # a set, an object, an int past Python's digit limit

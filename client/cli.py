@@ -72,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--queued-image-urls", action="store_true", default=None)
     gen.add_argument("--out", default=".", metavar="DIR", help="where to save the images (default .)")
     gen.add_argument("--no-download", action="store_true", help="print the URLs, save nothing")
-    gen.add_argument("--no-validate", action="store_true",
-                     help="send the request even if it breaks the documented limits")
 
     st = sub.add_parser("status", parents=[common], help="show a job's status")
     st.add_argument("job_id", metavar="ID")
@@ -180,7 +178,7 @@ def _generate(client: ImagePipelineClient, args: argparse.Namespace, progress: P
         file_prefix=args.file_prefix,
         queued_image_urls=args.queued_image_urls,
     )
-    first = client.submit(request, validate=not args.no_validate)
+    first = client.submit(request)
     progress.job_id = first.id
     progress(first)
     try:

@@ -1,10 +1,9 @@
-"""The typed request and job status, and the client-side check of the documented limits.
+"""The typed request and the job status.
 
-The limits mirror docs/wire.md (the mock's default profile): the page documents samples <= 2 and
-guidance_scale <= 20; the other bounds are the mock's assumptions and can be replaced with
-``Limits.from_profile(...)`` when a profile or the live API says otherwise. Checking them before
-sending saves a billable round trip and names every bad field at once; ``validate=False`` on the
-client skips the check so the server's own errors can be tested.
+The request check only saves a call that could not succeed: the five required fields are present
+and every documented field has its JSON type. Limits (ranges, multiples of 8, lengths, patterns,
+URL rules) are left to the server: its 400 names every violated field and rule, and the client
+raises it as InvalidRequestError. One copy of the rules, the server's, cannot drift from ours.
 """
 
 from __future__ import annotations
@@ -12,98 +11,34 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidRequestError, UnexpectedResponseError
 
-__all__ = ["Limits", "DEFAULT_LIMITS", "GenerationRequest", "JobState", "JobStatus", "FIELDS"]
+__all__ = ["GenerationRequest", "JobState", "JobStatus", "FIELDS"]
 
-#: the request fields the page documents, in the page's order
-FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "num_inference_steps",
-    "samples",
-    "guidance_scale",
-    "height",
-    "width",
-    "webhook",
-    "direct_link",
-    "batch_id",
-    "file_prefix",
-    "queued_image_urls",
-)
+#: the request fields the page documents, in the page's order, with their JSON types
+FIELD_TYPES = {
+    "prompt": "string",
+    "negative_prompt": "string",
+    "num_inference_steps": "integer",
+    "samples": "integer",
+    "guidance_scale": "number",
+    "height": "integer",
+    "width": "integer",
+    "webhook": "string",
+    "direct_link": "boolean",
+    "batch_id": "string",
+    "file_prefix": "string",
+    "queued_image_urls": "boolean",
+}
+FIELDS = tuple(FIELD_TYPES)
+REQUIRED = ("prompt", "negative_prompt", "num_inference_steps", "samples", "guidance_scale")
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Numeric and length bounds of the request fields (defaults: docs/wire.md)."""
-
-    samples: tuple[int, int] = (1, 2)
-    guidance_scale: tuple[float, float] = (0.0, 20.0)
-    num_inference_steps: tuple[int, int] = (1, 50)
-    width: tuple[int, int] = (256, 1536)
-    height: tuple[int, int] = (256, 1536)
-    width_multiple_of: int = 8
-    height_multiple_of: int = 8
-    prompt_max_chars: int = 10000
-    negative_prompt_max_chars: int = 10000
-    webhook_max_chars: int = 2048
-    batch_id_max_chars: int = 128
-    file_prefix_max_chars: int = 64
-    file_prefix_pattern: str = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
-    #: http(s), a host, no user-info, no whitespace (the mock's published schema)
-    # The mock's patterns, whitespace spelled out as ECMA-262 (and so /openapi.json) means \s.
-    prompt_pattern: str = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
-    webhook_pattern: str = (r"^[Hh][Tt][Tt][Pp][Ss]?://[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
-                            r"\u205f\u3000\ufeff/?#]+([/?#][^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
-                            r"\u205f\u3000\ufeff]*)?$")
-
-    @classmethod
-    def from_profile(cls, profile: Mapping[str, Any]) -> "Limits":
-        """Limits from a mock profile (its ``limits`` section, or the profile itself)."""
-        lim = profile.get("limits", profile)
-        base = cls()
-
-        def pair(name: str) -> Any:
-            entry = lim.get(name)
-            if not isinstance(entry, Mapping):
-                return getattr(base, name)
-            lo, hi = getattr(base, name)
-            return (entry.get("min", lo), entry.get("max", hi))
-
-        def multiple(name: str) -> int:
-            entry = lim.get(name)
-            default = getattr(base, f"{name}_multiple_of")
-            return entry.get("multiple_of", default) if isinstance(entry, Mapping) else default
-
-        return cls(
-            samples=pair("samples"),
-            guidance_scale=pair("guidance_scale"),
-            num_inference_steps=pair("num_inference_steps"),
-            width=pair("width"),
-            height=pair("height"),
-            width_multiple_of=multiple("width"),
-            height_multiple_of=multiple("height"),
-            **{
-                name: lim.get(name, getattr(base, name))
-                for name in (
-                    "prompt_max_chars",
-                    "negative_prompt_max_chars",
-                    "webhook_max_chars",
-                    "batch_id_max_chars",
-                    "file_prefix_max_chars",
-                    "file_prefix_pattern",
-                    "webhook_pattern",
-                )
-            },
-        )
-
-
-DEFAULT_LIMITS = Limits()
+# the server's own words, so a refusal reads the same whichever side made it
+_TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a finite number", "boolean": "a boolean"}
 
 
 @dataclass(frozen=True)
@@ -143,13 +78,22 @@ class GenerationRequest:
         """A copy with some fields changed (unknown names raise TypeError)."""
         return dataclasses.replace(self, **changes)
 
-    def problems(self, limits: Limits = DEFAULT_LIMITS) -> list[dict[str, str]]:
-        """Every violation, as ``{"field", "rule", "message"}`` like the server's ``errors``."""
-        return _check(self, limits)
+    def problems(self) -> list[dict[str, str]]:
+        """Missing required fields and wrong JSON types, as ``{"field", "rule", "message"}`` like
+        the server's ``errors``."""
+        out = []
+        for name, want in FIELD_TYPES.items():
+            value = getattr(self, name)
+            if value is None:
+                if name in REQUIRED:
+                    out.append({"field": name, "rule": "required", "message": "is required"})
+            elif not _has_json_type(value, want):
+                out.append({"field": name, "rule": "type", "message": f"must be {_TYPE_WORDS[want]}"})
+        return out
 
-    def validate(self, limits: Limits = DEFAULT_LIMITS) -> "GenerationRequest":
+    def validate(self) -> "GenerationRequest":
         """Raise InvalidRequestError (``client_side=True``) naming every bad field, else self."""
-        problems = self.problems(limits)
+        problems = self.problems()
         if problems:
             text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
             raise InvalidRequestError(
@@ -161,90 +105,18 @@ class GenerationRequest:
         return self
 
 
-# --- the check ---------------------------------------------------------------------------------
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check(req: GenerationRequest, lim: Limits) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-
-    def bad(name: str, rule: str, message: str) -> None:
-        out.append({"field": name, "rule": rule, "message": message})
-
-    def string(name: str, value: Any, max_chars: int, *, required: bool, non_blank: bool,
-               pattern: str | None = None, pattern_message: str = "") -> None:
-        if value is None:
-            if required:
-                bad(name, "required", "is required")
-        elif not isinstance(value, str):
-            bad(name, "type", "must be a string")
-        elif non_blank and not value:
-            bad(name, "minLength", "must not be empty")
-        elif non_blank and not re.search(lim.prompt_pattern, value):
-            bad(name, "pattern", "must contain a non-whitespace character")
-        elif len(value) > max_chars:
-            bad(name, "maxLength", f"must be at most {max_chars} characters")
-        elif pattern is not None and not re.fullmatch(pattern, value):
-            bad(name, "pattern", pattern_message)
-
-    def integer(name: str, value: Any, bounds: tuple[int, int], multiple_of: int = 1,
-                required: bool = True) -> None:
-        lo, hi = bounds
-        if value is None:
-            if required:
-                bad(name, "required", "is required")
-        elif not _is_int(value):
-            bad(name, "type", "must be an integer")
-        elif value < lo:
-            bad(name, "minimum", f"must be at least {lo}")
-        elif value > hi:
-            bad(name, "maximum", f"must be at most {hi}")
-        elif multiple_of > 1 and value % multiple_of:
-            bad(name, "multipleOf", f"must be a multiple of {multiple_of}")
-
-    def boolean(name: str, value: Any) -> None:
-        if value is not None and not isinstance(value, bool):
-            bad(name, "type", "must be a boolean")
-
-    string("prompt", req.prompt, lim.prompt_max_chars, required=True, non_blank=True)
-    string("negative_prompt", req.negative_prompt, lim.negative_prompt_max_chars,
-           required=True, non_blank=False)
-    integer("num_inference_steps", req.num_inference_steps, lim.num_inference_steps)
-    integer("samples", req.samples, lim.samples)
-
-    g = req.guidance_scale
-    g_lo, g_hi = lim.guidance_scale
-    if g is None:
-        bad("guidance_scale", "required", "is required")
-    elif not _is_number(g):
-        bad("guidance_scale", "type", "must be a number")
-    elif isinstance(g, float) and not math.isfinite(g):
-        bad("guidance_scale", "type", "must be a finite number")
-    elif g < g_lo:
-        bad("guidance_scale", "minimum", f"must be at least {g_lo:g}")
-    elif g > g_hi:
-        bad("guidance_scale", "maximum", f"must be at most {g_hi:g}")
-
-    integer("height", req.height, lim.height, lim.height_multiple_of, required=False)
-    integer("width", req.width, lim.width, lim.width_multiple_of, required=False)
-
-    string("webhook", req.webhook, lim.webhook_max_chars, required=False, non_blank=False,
-           pattern=lim.webhook_pattern, pattern_message="must be an http:// or https:// URL with a host")
-
-    boolean("direct_link", req.direct_link)
-    string("batch_id", req.batch_id, lim.batch_id_max_chars, required=False, non_blank=False)
-
-    string("file_prefix", req.file_prefix, lim.file_prefix_max_chars, required=False, non_blank=False,
-           pattern=lim.file_prefix_pattern, pattern_message=f"must match {lim.file_prefix_pattern}")
-
-    boolean("queued_image_urls", req.queued_image_urls)
-    return out
+def _has_json_type(value: Any, want: str) -> bool:
+    """bool is not a number (Python says it is), a float is not an integer, NaN and infinities
+    are not JSON at all."""
+    if want == "boolean":
+        return isinstance(value, bool)
+    if want == "string":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if want == "integer":
+        return isinstance(value, int)
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 # --- the job status ----------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Fixtures of the client suite: a fake clock (no real sleeping), clients wired to it, and a real
-mock server on a free port for the property-based tests."""
+mock server on a free port, driven through ``mockserver.testing.MockControl``."""
 
 from __future__ import annotations
 
 import pytest
 
 from client import ImagePipelineClient
+from mockserver import MockConfig
+from mockserver.server import start
+from mockserver.testing import MockControl
+
 
 class FakeClock:
     """monotonic() and sleep() on a virtual timeline; every sleep is recorded, none is real."""
@@ -70,58 +74,9 @@ def rsps():
 
 # --- a real mock on a free port -------------------------------------------------------------------
 
-class MockControl:
-    """The mock's control plane over HTTP (``/__mock__/``), as any user of the mock would call it."""
-
-    def __init__(self, url: str) -> None:
-        import requests
-
-        self.url = url
-        self.http = requests.Session()
-
-    def call(self, method: str, path: str, expect: int | tuple[int, ...] | None = 200, **kwargs):
-        resp = self.http.request(method, f"{self.url}/__mock__{path}", timeout=30, **kwargs)
-        if expect is not None:
-            ok = (expect,) if isinstance(expect, int) else expect
-            assert resp.status_code in ok, (method, path, resp.status_code, resp.text[:500])
-        return resp
-
-    def reset(self) -> None:
-        self.call("POST", "/reset")
-
-    def configure(self, **changes) -> dict:
-        return self.call("PATCH", "/config", json=changes).json()
-
-    def fault(self, **rule) -> dict:
-        return self.call("POST", "/faults", expect=201, json=rule).json()
-
-    def faults(self) -> list[dict]:
-        return self.call("GET", "/faults").json()["faults"]
-
-    def jobs(self, **params) -> list[dict]:
-        return self.call("GET", "/jobs", params={"limit": 10000, **params}).json()["jobs"]
-
-    def job(self, job_id: str) -> dict:
-        return self.call("GET", "/jobs/" + job_id).json()
-
-    def journal(self) -> list[dict]:
-        return self.call("GET", "/journal").json()["requests"]
-
-    def complete(self, job_id: str):
-        return self.call("POST", f"/jobs/{job_id}/complete", expect=None)
-
-    def fail(self, job_id: str, error: str):
-        return self.call("POST", f"/jobs/{job_id}/fail", expect=None, json={"error": error})
-
-    def advance(self, seconds: float) -> None:
-        self.call("POST", "/clock/advance", json={"seconds": seconds})
-
-    def posts(self) -> int:
-        """How many submit POSTs reached the mock (the journal is cleared by reset)."""
-        return sum(1 for e in self.journal() if e["method"] == "POST" and e["path"] == "/sd3_5/v1")
-
-
 class RunningMock:
+    """The session's mock: its URL, its control plane, and clients of it on virtual clocks."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.control = MockControl(url)
@@ -138,44 +93,27 @@ class RunningMock:
         self._clients.append(made)
         return made
 
+    def posts(self) -> int:
+        """How many submit POSTs reached the mock (the journal is cleared by reset)."""
+        return sum(1 for e in self.control.journal() if e["method"] == "POST" and e["path"] == "/sd3_5/v1")
+
     def close_clients(self) -> None:
         """Close every keep-alive connection, so the server can stop at once."""
         for made in self._clients:
             made.close()
         self._clients.clear()
-        self.control.http.close()
-
-
-def _start_mock():
-    """Start the mock in this process on a free port; returns (url, stop)."""
-    import threading
-
-    from mockserver import MockConfig
-
-    config = MockConfig(lifecycle="polls", pending_polls=1, seed=20240601, webhook_backoff=0.0)
-    try:
-        from mockserver.server import start
-    except ImportError:  # the documented fallback: the app factory under waitress in a thread
-        import waitress
-        from mockserver import create_app
-
-        server = waitress.create_server(create_app(config), host="127.0.0.1", port=0, threads=8)
-        threading.Thread(target=server.run, daemon=True).start()
-        return f"http://127.0.0.1:{server.effective_port}", server.close
-    running = start(config, threads=8)
-    return running.url, running.close
+        self.control.close()
 
 
 @pytest.fixture(scope="session")
 def mock_server():
     """One real mock for the client suite (a session: starting waitress per test is waste)."""
-    pytest.importorskip("mockserver")
-    url, stop = _start_mock()
-    mock = RunningMock(url)
-    mock.control.call("GET", "/health")
+    running = start(MockConfig(lifecycle="polls", pending_polls=1, seed=20240601, webhook_backoff=0.0))
+    mock = RunningMock(running.url)
+    assert mock.control.health()
     yield mock
     mock.close_clients()
-    stop()
+    running.close()
 
 
 @pytest.fixture

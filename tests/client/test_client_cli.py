@@ -78,18 +78,17 @@ def test_json_output(rsps, clock, tmp_path):
     assert json.loads(rsps.calls[0].request.body)["direct_link"] is True
 
 
-@pytest.mark.parametrize("argv", [["generate", "x", "--samples", "3"], ["generate", " "],
-                                  ["generate", "x", "--width", "1000.5"], ["generate"], ["frobnicate"],
-                                  ["status", ".."]])
+@pytest.mark.parametrize("argv", [["generate", "x", "--width", "1000.5"], ["generate", "x", "--guidance-scale", "nan"],
+                                  ["generate"], ["frobnicate"], ["status", ".."]])
 def test_invalid_input_exits_2_without_a_request(rsps, clock, argv):
     code, _, err = run(argv, clock)
     assert code == cli.EXIT_INVALID and len(rsps.calls) == 0
     assert err
 
 
-def test_no_validate_lets_the_server_refuse(rsps, clock):
+def test_a_request_refused_by_the_server_exits_2_naming_the_field(rsps, clock):
     rsps.add(responses.POST, SUBMIT, status=400, json={"status": "FAILURE", "error": "samples: must be at most 2"})
-    code, _, err = run(["generate", "x", "--samples", "3", "--no-validate"], clock)
+    code, _, err = run(["generate", "x", "--samples", "3"], clock)
     assert code == cli.EXIT_INVALID and "samples" in err and len(rsps.calls) == 1
 
 
@@ -161,6 +160,10 @@ def test_cli_end_to_end_on_the_mock(mock, tmp_path, clock):
     assert code == 0, err.getvalue()
     paths = [Path(p) for p in out.getvalue().splitlines()]
     assert len(paths) == 2 and all(p.exists() and p.suffix == ".png" and p.name.startswith("harbour-") for p in paths)
+
+    code = cli.main(["generate", "x", "--samples", "3", "--base-url", mock.url, "--api-key", "k"],
+                    make_client=make_client, stdout=io.StringIO(), stderr=err)
+    assert code == cli.EXIT_INVALID and "samples: must be at most 2" in err.getvalue()
 
     mock.control.configure(api_keys=["right"])
     code = cli.main(["status", "whatever", "--base-url", mock.url, "--api-key", "wrong"],

@@ -41,14 +41,14 @@ def test_submit_429_with_retry_after_is_retried_once_and_bills_once(mock, clock)
     ctl.fault(type="status", status=429, retry_after=2, endpoint="submit")
     first = mock.client(clock).submit(**REQ)
     assert first.id and clock.sleeps == [2.0]  # Retry-After, to the second
-    assert ctl.posts() == 2 and [j["id"] for j in ctl.jobs()] == [first.id]
+    assert mock.posts() == 2 and [j["id"] for j in ctl.jobs()] == [first.id]
 
 
 def test_submit_503_is_retried(mock):
     ctl = mock.control
     ctl.fault(type="status", status=503, endpoint="submit")
     first = mock.client().submit(**REQ)
-    assert ctl.posts() == 2 and [j["id"] for j in ctl.jobs()] == [first.id]
+    assert mock.posts() == 2 and [j["id"] for j in ctl.jobs()] == [first.id]
 
 
 def test_submit_always_429_gives_up_with_retry_after(mock):
@@ -57,7 +57,7 @@ def test_submit_always_429_gives_up_with_retry_after(mock):
     with pytest.raises(RateLimitedError) as info:
         mock.client().submit(**REQ)
     assert info.value.retry_after == 1.0
-    assert ctl.posts() == RetryPolicy().submit_attempts and ctl.jobs() == []
+    assert mock.posts() == RetryPolicy().submit_attempts and ctl.jobs() == []
 
 
 @pytest.mark.parametrize("fault, error", [
@@ -73,7 +73,7 @@ def test_submit_is_not_repeated_when_the_job_may_exist(mock, fault, error, phase
     ctl.fault(endpoint="submit", phase=phase, **fault)
     with pytest.raises(error):
         mock.client().submit(**REQ)
-    assert ctl.posts() == 1  # one POST: never a second (billable) job
+    assert mock.posts() == 1  # one POST: never a second (billable) job
     assert len(ctl.jobs()) == (1 if phase == "after" else 0)
     assert ctl.faults() == []  # the fault was consumed by that one request
 
@@ -88,7 +88,7 @@ def test_submit_read_timeout_is_not_repeated_and_the_job_exists(mock):
     deadline = time.monotonic() + 10  # wait for the mock's delayed handler, not for a lifecycle
     while not ctl.jobs() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(ctl.jobs()) == 1 and ctl.posts() == 1
+    assert len(ctl.jobs()) == 1 and mock.posts() == 1
 
 
 def test_submit_under_small_latency_just_works(mock):
@@ -141,7 +141,7 @@ def test_generate_survives_a_flaky_status_endpoint(mock):
     ctl.fault(type="status", status=500, endpoint="status", rate=0.4)
     ctl.fault(type="drop", endpoint="status", rate=0.2)
     done = mock.client().generate(**REQ)
-    assert done.is_success and len(ctl.jobs()) == 1 and ctl.posts() == 1
+    assert done.is_success and len(ctl.jobs()) == 1 and mock.posts() == 1
 
 
 @pytest.mark.parametrize("fault", [{"type": "status", "status": 500}, {"type": "drop"}])
@@ -185,7 +185,7 @@ def test_manual_lifecycle_times_out_with_the_last_status(mock):
     assert info.value.last_status.is_pending and info.value.job_id
     mock.control.complete(info.value.job_id)
     assert mock.client().wait(info.value.job_id).is_success  # resumed, not resubmitted
-    assert mock.control.posts() == 1
+    assert mock.posts() == 1
 
 
 def test_failed_job_raises_with_the_providers_text(mock):
@@ -205,7 +205,7 @@ def test_unknown_key_and_other_keys_jobs(mock):
     job = mock.client(api_key="k-one").submit(**REQ).id
     with pytest.raises(NotFoundError):
         mock.client(api_key="k-two").status(job)
-    assert ctl.posts() == 2 and len(ctl.jobs()) == 1
+    assert mock.posts() == 2 and len(ctl.jobs()) == 1
 
 
 def test_queued_image_urls_are_not_served_before_success(mock, tmp_path):
@@ -230,15 +230,18 @@ def test_download_urls_expire(mock, tmp_path):
         api.download(done, tmp_path)
 
 
-def test_server_side_validation_with_the_check_off(mock):
+def test_the_mocks_400_names_every_field_past_its_limits(mock):
+    """Type-correct values are sent as they are; the mock's answer is what names the bad fields."""
     with pytest.raises(InvalidRequestError) as info:
-        mock.client(validate=False).submit(prompt="", negative_prompt="", samples=5, guidance_scale=-1,
-                                           num_inference_steps=0, width=100, height=100)
+        mock.client().submit(prompt="", negative_prompt="", samples=5, guidance_scale=-1,
+                             num_inference_steps=0, width=100, height=100)
+    assert not info.value.client_side and info.value.status_code == 400
     assert set(info.value.fields) == {"prompt", "samples", "guidance_scale", "num_inference_steps", "width", "height"}
-    assert mock.control.jobs() == []
+    assert mock.posts() == 1 and mock.control.jobs() == []
 
 
 def test_missing_fields_and_unknown_fields(mock):
+    """With the check off, the mock's own "required" errors come back; unknown fields are ignored."""
     from client import GenerationRequest
 
     api = mock.client(validate=False)

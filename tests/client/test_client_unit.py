@@ -158,7 +158,7 @@ def test_400_with_errors_list_names_every_field(api, rsps):
                        {"field": "width", "rule": "multipleOf", "message": "must be a multiple of 8"}]}
     rsps.add(responses.POST, SUBMIT, json=body, status=400)
     with pytest.raises(InvalidRequestError) as info:
-        api.submit(prompt="x", samples=3, width=1001, validate=False)
+        api.submit(prompt="x", samples=3, width=1001)
     err = info.value
     assert err.fields == ("samples", "width") and err.status_code == 400 and err.body == body
     assert not err.client_side and "samples" in str(err)
@@ -169,7 +169,7 @@ def test_400_with_only_error_text_still_names_the_fields(api, rsps):
     rsps.add(responses.POST, SUBMIT, status=400,
              json={"status": "FAILURE", "error": "guidance_scale: must be at most 20; prompt: is required"})
     with pytest.raises(InvalidRequestError) as info:
-        api.submit(prompt="x", guidance_scale=21.0, validate=False)
+        api.submit(prompt="x", guidance_scale=21.0)
     assert info.value.fields == ("guidance_scale", "prompt")
 
 
@@ -505,19 +505,27 @@ def test_generate_tags_errors_after_submit_with_the_job_id(api, rsps):
 
 # --- client-side check --------------------------------------------------------------------------
 
-def test_invalid_request_is_refused_before_sending(api, rsps):
+def test_missing_fields_and_wrong_types_are_refused_before_sending(api, rsps):
     with pytest.raises(InvalidRequestError) as info:
-        api.submit(prompt=" ", samples=3, width=1001, guidance_scale=float("nan"))
+        api.submit(prompt=None, samples="2", width=1024.0, guidance_scale=float("nan"))
     assert info.value.client_side and info.value.status_code is None
     assert set(info.value.fields) == {"prompt", "samples", "width", "guidance_scale"}
     assert len(rsps.calls) == 0
 
 
+def test_values_past_the_limits_are_sent_as_they_are(api, rsps):
+    """The server judges limits; the client does not keep a copy of them."""
+    rsps.add(responses.POST, SUBMIT, json=PENDING)
+    api.submit(prompt=" ", samples=3, width=1001, guidance_scale=-1, file_prefix=".x", webhook="not a url")
+    sent = json.loads(rsps.calls[0].request.body)
+    assert sent["prompt"] == " " and sent["samples"] == 3 and sent["width"] == 1001 and sent["webhook"] == "not a url"
+
+
 def test_the_check_can_be_switched_off(make_client, rsps):
     rsps.add(responses.POST, SUBMIT, json=PENDING)
-    make_client(validate=False).submit(prompt="x", samples=3)
-    make_client().submit(prompt="x", samples=3, validate=False)
-    assert [json.loads(c.request.body)["samples"] for c in rsps.calls] == [3, 3]
+    make_client(validate=False).submit(prompt="x", samples="3")
+    make_client().submit(prompt="x", samples="3", validate=False)
+    assert [json.loads(c.request.body)["samples"] for c in rsps.calls] == ["3", "3"]
 
 
 def test_required_field_set_to_none_is_omitted_when_unchecked(api, rsps):
