@@ -9,23 +9,30 @@ It is loaded in every pytest run of an environment where the package is installe
 nothing heavy at import or configure time: no server starts and no request is sent unless a
 contract test (one marked ``ledger``) runs or a ``contract*`` fixture is requested.
 
-Hooks: options and markers; the target (``--target`` / $CONTRACTS_TARGET) is resolved at configure
-time, so ``--target live`` without a key refuses before anything is collected or sent; free
-contracts are ordered before billable ones; mock-only contracts are skipped on targets without a
-control plane; billable ones are skipped once the live job cap (``--live-max-jobs``) is spent; every
-contract's outcome is folded into its ledger rows, printed as a table and written as JSON with
-``--contracts-report PATH``.
+The run's state is a ``ContractsState`` registered with pytest as the plugin ``sd35-contracts-state``
+(as junitxml registers its own), and its methods are the run's hooks. The target (``--target`` /
+$CONTRACTS_TARGET) is resolved at configure time, so ``--target live`` without a key refuses before
+anything is collected or sent; free contracts are ordered before billable ones; a contract that
+needs a control plane the target lacks, or a job the live cap (``--live-max-jobs``) cannot pay for,
+raises ``NoControlPlane`` or ``BudgetExhausted`` and is reported as skipped; every contract's outcome
+is folded into its ledger rows, printed as a table and written as JSON with ``--contracts-report``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
 
-STATE_KEY = pytest.StashKey["ContractsState"]()
-_ACTIVE: "ContractsState | None" = None   # for the hypothesis settings chosen at import of a test module
+from .report import RunReport, TestOutcome, format_table, load_ledger
+from .targets import (
+    DEFAULT_MAX_JOBS, MOCK, MOCK_KEY, MOCK_OTHER_KEY, URL, BudgetExhausted, ContractSession, JobBudget,
+    NoControlPlane, Target, TargetError, probe_control, resolve_target,
+)
+
+STATE_PLUGIN = "sd35-contracts-state"
 
 MARKERS = (
     "billable: creates a job on the target (costs money on live); billable(shared='name') uses a job "
@@ -58,116 +65,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "URL, 5 on live)")
 
 
-# --- state --------------------------------------------------------------------------------------
-
-class ContractsState:
-    """What the plugin knows about this run; one per pytest config."""
-
-    def __init__(self, config: pytest.Config):
-        from .targets import DEFAULT_MAX_JOBS, JobBudget, TargetError, resolve_target
-
-        self.config = config
-        opt = config.option
-        try:
-            self.target = resolve_target(opt.contracts_target, live_base_url=opt.contracts_live_base_url)
-        except TargetError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        cap = opt.contracts_live_max_jobs
-        if cap is not None and cap < 0:
-            raise pytest.UsageError("--live-max-jobs must be 0 or more")
-        if cap is not None and not self.target.is_live:
-            raise pytest.UsageError("--live-max-jobs only applies to --target live")
-        self.budget = JobBudget((DEFAULT_MAX_JOBS if cap is None else cap) if self.target.is_live else None)
-        self.examples = opt.contracts_examples
-        if self.examples is not None and self.examples < 1:
-            raise pytest.UsageError("--contracts-examples must be 1 or more")
-        rows = opt.contracts_rows
-        self.only_rows = {r.strip().upper() for r in rows.split(",") if r.strip()} if rows else None
-        self.outcomes: dict[str, Any] = {}      # nodeid -> report.TestOutcome
-        self.observed: dict[str, list] = {}     # nodeid -> observations
-        self.started_at = time.time()
-        self.recorder = None
-        self.run: "ContractRun | None" = None
-        self.current_test: str | None = None
-        self.previous: "ContractsState | None" = None
-        self._probed = self.target.kind != "url"
-        self._ledger: list[dict] | None = None
-        self._report = None
-
-    @property
-    def ledger(self) -> list[dict]:
-        if self._ledger is None:
-            from .report import load_ledger
-
-            self._ledger = load_ledger()
-        return self._ledger
-
-    def ensure_probed(self) -> None:
-        """For a URL target: find out once whether it has the mock's control plane."""
-        if self._probed:
-            return
-        from .targets import MOCK_OTHER_KEY, TargetError, probe_control
-
-        self._probed = True
-        try:
-            has, why = probe_control(self.target.base_url)
-        except TargetError as exc:
-            pytest.exit(f"sd35 contracts: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-        self.target.has_control, self.target.control_reason = has, why
-        if has and not self.target.other_key:
-            self.target.other_key = MOCK_OTHER_KEY
-
-    def build_report(self):
-        from .report import RunReport, TestOutcome
-
-        if self._report is None:
-            tests: list[TestOutcome] = []
-            for nodeid, outcome in self.outcomes.items():
-                outcome.observed = list(self.observed.get(nodeid, []))
-                tests.append(outcome)
-            self._report = RunReport(
-                target=self.target.describe(), ledger=self.ledger, tests=tests, started_at=self.started_at,
-                duration_s=time.time() - self.started_at,
-                live_jobs=self.budget.as_dict() if self.budget.limited else None,
-            )
-        return self._report
-
-
-def current_kind() -> str:
-    """The kind of target of the running session (``mock`` when none is configured)."""
-    return _ACTIVE.target.kind if _ACTIVE is not None else "mock"
-
-
-def examples_override() -> int | None:
-    return _ACTIVE.examples if _ACTIVE is not None else None
-
+# --- configure ----------------------------------------------------------------------------------
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _ACTIVE
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    if not hasattr(config, "option") or not hasattr(config.option, "contracts_target"):
-        return
-    state = ContractsState(config)
-    config.stash[STATE_KEY] = state
-    state.previous = _ACTIVE   # a pytest run inside a pytest run (pytester) gets its own state
-    _ACTIVE = state
-    if config.option.contracts_record:
-        from .recording import Recorder
-
-        state.recorder = Recorder(config.option.contracts_record,
-                                  secrets=[state.target.api_key, state.target.other_key])
+    config.pluginmanager.register(ContractsState(config), STATE_PLUGIN)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _ACTIVE
-    state = config.stash.get(STATE_KEY, None)
-    if state is not None and _ACTIVE is state:
-        _ACTIVE = state.previous
+    state = _state(config)
+    if state is not None:
+        config.pluginmanager.unregister(state)
 
 
-def _state(config: pytest.Config) -> ContractsState | None:
-    return config.stash.get(STATE_KEY, None)
+def refuse_a_shared_target_under_xdist(config: pytest.Config, target: Target) -> None:
+    """pytest-xdist (``-n``) may run the contracts on the embedded mock only, one mock per worker.
+
+    A URL or the live API is one server for all workers. Each contract resets a mock through its
+    control plane, so the workers would undo each other's setup; and on live each worker would
+    count jobs against its own ``--live-max-jobs`` and pay for its own shared jobs. A counter in a
+    locked file shared by the workers could hold the number of jobs, but not which contracts the cap
+    pays for (that comes from running free contracts first, then billable ones in priority order,
+    which holds only within one process), nor one shared job per run. A live run is a handful of
+    jobs: refusing ``-n`` keeps the cap exact, with no file to leak and no lock to get wrong.
+    """
+    distributed = config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+    if distributed and target.kind != MOCK:
+        raise pytest.UsageError(
+            f"--target {target.spec} cannot run under pytest-xdist (-n/--dist): every worker would use that "
+            f"one server, resetting each other's mock state and, on live, each counting jobs against its own "
+            f"--live-max-jobs. Run it without -n; -n is fine with the embedded mock (--target mock).")
+
+
+def _state(config: pytest.Config) -> "ContractsState":
+    return config.pluginmanager.get_plugin(STATE_PLUGIN)
 
 
 def ledger_rows(item: pytest.Item) -> tuple[str, ...]:
@@ -184,87 +116,189 @@ def is_contract(item: pytest.Item) -> bool:
     return item.get_closest_marker("ledger") is not None
 
 
-# --- collection: check, select, order -----------------------------------------------------------
+# --- the run's state and hooks ------------------------------------------------------------------
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    from .report import TestOutcome
+class ContractsState:
+    """What the plugin knows about one run (one per pytest config); its methods are the run's hooks."""
 
-    state = _state(config)
-    if state is None:
-        return
-    contract_items = [i for i in items if is_contract(i)]
-    if not contract_items:
-        return
-    known = {row["id"] for row in state.ledger}
-    for item in contract_items:
-        rows = ledger_rows(item)
-        unknown = [r for r in rows if r not in known]
-        if not rows or unknown:
-            raise pytest.UsageError(f"{item.nodeid}: ledger marker names unknown row(s) {unknown or '(none)'}; "
-                                    f"known rows are in contracts/ledger.json")
-    if state.only_rows is not None:
-        unknown = sorted(state.only_rows - known)
-        if unknown:
-            raise pytest.UsageError(f"--ledger-rows names unknown row(s): {', '.join(unknown)}")
-        keep, drop = [], []
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        opt = config.option
+        try:
+            self.target = resolve_target(opt.contracts_target, live_base_url=opt.contracts_live_base_url)
+        except TargetError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        refuse_a_shared_target_under_xdist(config, self.target)
+        cap = opt.contracts_live_max_jobs
+        if cap is not None and cap < 0:
+            raise pytest.UsageError("--live-max-jobs must be 0 or more")
+        if cap is not None and not self.target.is_live:
+            raise pytest.UsageError("--live-max-jobs only applies to --target live")
+        self.budget = JobBudget((DEFAULT_MAX_JOBS if cap is None else cap) if self.target.is_live else None)
+        self.examples = opt.contracts_examples
+        if self.examples is not None and self.examples < 1:
+            raise pytest.UsageError("--contracts-examples must be 1 or more")
+        rows = opt.contracts_rows
+        self.only_rows = {r.strip().upper() for r in rows.split(",") if r.strip()} if rows else None
+        self.is_worker = hasattr(config, "workerinput")   # an xdist worker: its controller reports
+        self.outcomes: dict[str, TestOutcome] = {}
+        self.observed: dict[str, list] = {}     # nodeid -> what its contract observed, in this process
+        self.started_at = time.time()
+        self.recorder = None
+        if opt.contracts_record:
+            from .recording import Recorder
+
+            self.recorder = Recorder(opt.contracts_record, secrets=[self.target.api_key, self.target.other_key])
+        self.run: ContractRun | None = None
+        self.current_test: str | None = None
+        self._probed = self.target.kind != URL
+        self._ledger: list[dict] | None = None
+        self._report: RunReport | None = None
+
+    @property
+    def ledger(self) -> list[dict]:
+        if self._ledger is None:
+            self._ledger = load_ledger()
+        return self._ledger
+
+    def ensure_probed(self) -> None:
+        """For a URL target: find out once whether it has the mock's control plane."""
+        if self._probed:
+            return
+        self._probed = True
+        try:
+            has, why = probe_control(self.target.base_url)
+        except TargetError as exc:
+            pytest.exit(f"sd35 contracts: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        self.target.has_control, self.target.control_reason = has, why
+        if has and not self.target.other_key:
+            self.target.other_key = MOCK_OTHER_KEY
+
+    def build_report(self) -> RunReport:
+        if self._report is None:
+            self._report = RunReport(
+                target=self.target.describe(), ledger=self.ledger, tests=list(self.outcomes.values()),
+                started_at=self.started_at, duration_s=time.time() - self.started_at,
+                live_jobs=self.budget.as_dict() if self.budget.limited else None,
+            )
+        return self._report
+
+    # -- collection: check, select, order --------------------------------------------------------
+
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        contract_items = [i for i in items if is_contract(i)]
+        if not contract_items:
+            return
+        known = {row["id"] for row in self.ledger}
+        for item in contract_items:
+            rows = ledger_rows(item)
+            unknown = [r for r in rows if r not in known]
+            if not rows or unknown:
+                raise pytest.UsageError(f"{item.nodeid}: ledger marker names unknown row(s) {unknown or '(none)'}; "
+                                        f"known rows are in contracts/ledger.json")
+        if self.only_rows is not None:
+            unknown = sorted(self.only_rows - known)
+            if unknown:
+                raise pytest.UsageError(f"--ledger-rows names unknown row(s): {', '.join(unknown)}")
+            keep, drop = [], []
+            for item in items:
+                if is_contract(item) and not set(ledger_rows(item)) & self.only_rows:
+                    drop.append(item)
+                else:
+                    keep.append(item)
+            if drop:
+                config.hook.pytest_deselected(items=drop)
+                items[:] = keep
+
+        def order(item: pytest.Item) -> tuple:
+            if not is_contract(item):
+                return (0, 0)
+            mark = item.get_closest_marker("billable")
+            if mark is None:
+                return (0, 0)   # free contracts (rejected requests only) run first
+            return (1, mark.kwargs.get("priority", 50))
+
+        items.sort(key=order)   # stable: the order within each group is kept
         for item in items:
-            if is_contract(item) and not set(ledger_rows(item)) & state.only_rows:
-                drop.append(item)
-            else:
-                keep.append(item)
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
+            if is_contract(item):
+                self.outcomes[item.nodeid] = TestOutcome(item.nodeid, ledger_rows(item))
 
-    def order(item: pytest.Item) -> tuple:
+    # -- per test --------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Before any fixture: name the test for the recording; refuse a mock-only contract on a
+        target without a control plane, and a billable one the live cap cannot pay for."""
+        self.current_test = item.nodeid
+        if self.run is not None:
+            self.run.session.current_test = item.nodeid
         if not is_contract(item):
-            return (0, 0)
-        mark = item.get_closest_marker("billable")
-        if mark is None:
-            return (0, 0)   # free contracts (rejected requests only) run first
-        return (1, mark.kwargs.get("priority", 50))
+            return
+        if item.get_closest_marker("mock_only") is not None:
+            self.ensure_probed()
+            if not self.target.has_control:
+                raise NoControlPlane(self.target.control_reason)
+        billable = item.get_closest_marker("billable")
+        if billable is not None and not billable.kwargs.get("shared"):
+            self.budget.require(int(billable.kwargs.get("jobs", 1)), item.name)
 
-    items.sort(key=order)   # stable: the order within each group is kept
-    for item in items:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+        """The one place where a test that cannot run on this target becomes a skip: ``NoControlPlane``
+        or ``BudgetExhausted``, from this plugin's setup, a fixture, the test or the HTTP session.
+        A contract's report also carries its rows and observations, so that an xdist controller,
+        which runs no test itself, can fold it into the ledger."""
+        report = yield
+        if call.excinfo is not None and call.excinfo.errisinstance((NoControlPlane, BudgetExhausted)):
+            path, line = item.location[:2]
+            report.outcome, report.longrepr = "skipped", (path, line + 1, f"Skipped: {call.excinfo.value}")
         if is_contract(item):
-            state.outcomes[item.nodeid] = TestOutcome(item.nodeid, ledger_rows(item))
+            report.contract_rows = ledger_rows(item)
+            report.contract_observed = list(self.observed.get(item.nodeid, ()))
+        return report
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rows = getattr(report, "contract_rows", None)
+        if rows is None:
+            return
+        outcome = self.outcomes.setdefault(report.nodeid, TestOutcome(report.nodeid, tuple(rows)))
+        outcome.observed = list(report.contract_observed)
+        if report.skipped:
+            text = _skip_reason(report)
+        elif report.failed:
+            text = _failure_message(report)
+        else:
+            text = ""
+        outcome.merge_phase(report.when, report.outcome, text)
 
-# --- per test: current test, mock-only, the cap -------------------------------------------------
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            outcome = self.outcomes.get(item.nodeid)
+            if outcome is not None:
+                outcome.outcome, outcome.reason = "deselected", "deselected"
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    state = _state(item.config)
-    if state is None or not is_contract(item):
-        return
-    state.current_test = item.nodeid
-    if state.run is not None:
-        state.run.session.current_test = item.nodeid
-    if item.get_closest_marker("mock_only") is not None:
-        if state.target.is_live:
-            pytest.skip(state.target.control_reason)
-        state.ensure_probed()
-        if not state.target.has_control:
-            pytest.skip(state.target.control_reason)
-    billable = item.get_closest_marker("billable")
-    if billable is not None and state.budget.limited and not billable.kwargs.get("shared"):
-        state.budget.require(int(billable.kwargs.get("jobs", 1)), item.name)
+    # -- the end: report and table ---------------------------------------------------------------
 
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        path = self.config.option.contracts_report
+        if path and self.outcomes and not self.is_worker:
+            self.build_report().write(path)
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    state = _ACTIVE
-    if state is None:
-        return
-    outcome = state.outcomes.get(report.nodeid)
-    if outcome is None:
-        return
-    if report.skipped:
-        text = _skip_reason(report)
-    elif report.failed:
-        text = _failure_message(report)
-    else:
-        text = ""
-    outcome.merge_phase(report.when, report.outcome, text)
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.outcomes or self.is_worker:
+            return
+        report = self.build_report().as_dict()
+        width = getattr(terminalreporter, "_tw", None)
+        width = getattr(width, "fullwidth", 120) if width is not None else 120
+        terminalreporter.write_sep("=", "sd35 contract ledger")
+        for line in format_table(report, width=max(80, width)).splitlines():
+            terminalreporter.write_line(line)
+        if self.config.option.contracts_report:
+            terminalreporter.write_line(f"report written to {self.config.option.contracts_report}")
+        if self.recorder is not None and self.recorder.count:   # under xdist, the workers record
+            terminalreporter.write_line(f"{self.recorder.count} exchanges recorded to {self.recorder.path} "
+                                        f"(API keys removed)")
 
 
 def _skip_reason(report) -> str:
@@ -283,66 +317,38 @@ def _failure_message(report) -> str:
     return text[-1] if text else "failed"
 
 
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    state = _ACTIVE
-    if state is None:
-        return
-    for item in items:
-        outcome = state.outcomes.get(item.nodeid)
-        if outcome is not None:
-            outcome.outcome, outcome.reason = "deselected", "deselected"
-
-
-# --- the end: report and table ------------------------------------------------------------------
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = _state(session.config)
-    if state is None or not state.outcomes:
-        return
-    report = state.build_report()
-    path = session.config.option.contracts_report
-    if path:
-        report.write(path)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    from .report import format_table
-
-    state = _state(config)
-    if state is None or not state.outcomes:
-        return
-    report = state.build_report().as_dict()
-    width = getattr(terminalreporter, "_tw", None)
-    width = getattr(width, "fullwidth", 120) if width is not None else 120
-    terminalreporter.write_sep("=", "sd35 contract ledger")
-    for line in format_table(report, width=max(80, width)).splitlines():
-        terminalreporter.write_line(line)
-    if config.option.contracts_report:
-        terminalreporter.write_line(f"report written to {config.option.contracts_report}")
-    if state.recorder is not None:
-        terminalreporter.write_line(f"{state.recorder.count} exchanges recorded to {state.recorder.path} "
-                                    f"(API keys removed)")
-
-
 # --- fixtures -----------------------------------------------------------------------------------
 
 class ContractRun:
     """Session-wide: the target (with the embedded mock started if needed), the HTTP session, the
-    control plane and the job budget."""
+    control plane, the job budget and the hypothesis settings."""
 
     def __init__(self, state: ContractsState):
-        from .targets import ContractSession, Control
+        from .support import target_settings
 
         self.state = state
         self.target = state.target
         self.budget = state.budget
+        self.settings = target_settings(self.target.kind, state.examples)
         self._server = None
-        if self.target.kind == "mock":
+        self._control = None
+        if self.target.kind == MOCK:
             self._server = start_embedded_mock()
             self.target.base_url = self._server.url
         state.ensure_probed()
         self.session = ContractSession(self.target, self.budget, state.recorder)
-        self.control = Control(self.target)
+
+    @property
+    def control(self):
+        """The mock's control plane (``mockserver.testing.MockControl``). ``NoControlPlane`` on live
+        or on a URL that is not a mock, so no contract can ever reach a control plane there."""
+        if self.target.is_live or not self.target.has_control:
+            raise NoControlPlane(self.target.control_reason)
+        if self._control is None:
+            from mockserver.testing import MockControl
+
+            self._control = MockControl(self.target.base_url)
+        return self._control
 
     def client(self, api_key: str | None = None, *, no_key: bool = False):
         """A client of the target through the run's session; ``no_key`` sends no API-Key at all."""
@@ -363,12 +369,15 @@ class ContractRun:
         )
 
     def reset(self) -> None:
-        if self.target.has_control and not self.target.is_live:
+        if self.target.has_control:
             self.control.reset()
 
     def close(self) -> None:
-        self.session.close()
-        self.control.close()
+        from mockserver.testing import close_session
+
+        close_session(self.session)
+        if self._control is not None:
+            self._control.close()
         if self._server is not None:
             self._server.close()
 
@@ -378,23 +387,24 @@ def start_embedded_mock():
     from mockserver.config import MockConfig
     from mockserver.server import start
 
-    from .targets import MOCK_KEY, MOCK_OTHER_KEY
-
     return start(MockConfig(lifecycle="polls", pending_polls=1, seed=35, api_keys=(MOCK_KEY, MOCK_OTHER_KEY),
                             webhook_backoff=0.05, webhook_timeout=2.0))
 
 
 class ContractContext:
-    """Per test: the run's target, client, raw HTTP, control plane, and ``observe``."""
+    """Per test: the run's target, client, raw HTTP, control plane, hypothesis settings, and ``observe``."""
 
     def __init__(self, run: ContractRun, node: pytest.Item):
         self.run = run
         self.node = node
         self.target = run.target
-        self.control = run.control
         self.http = run.session
-        self.budget = run.budget
+        self.settings = run.settings   # @contract.settings on a property contract's @given function
         self._client = None
+
+    @property
+    def control(self):
+        return self.run.control
 
     @property
     def client(self):
@@ -415,7 +425,7 @@ class ContractContext:
         if profile:
             entry["profile"] = profile
         bucket = self.run.state.observed.setdefault(self.node.nodeid, [])
-        bucket.append(entry)
+        bucket.append(json.loads(json.dumps(entry, default=str)))   # plain JSON: it may travel from an xdist worker
         del bucket[:-20]
 
     def last(self, method: str | None = None, path_suffix: str | None = None):
@@ -439,8 +449,6 @@ class ContractContext:
 def contract_run(request: pytest.FixtureRequest):
     """The session's contract target; starts the embedded mock when the target is ``mock``."""
     state = _state(request.config)
-    if state is None:  # pragma: no cover - configure always runs first
-        pytest.skip("sd35 contracts plugin is not configured")
     run = ContractRun(state)
     state.run = run
     run.session.current_test = state.current_test
@@ -454,7 +462,6 @@ def contract_run(request: pytest.FixtureRequest):
 @pytest.fixture
 def contract(contract_run: ContractRun, request: pytest.FixtureRequest) -> ContractContext:
     """One contract test's view of the target; a mock target is reset first."""
-    contract_run.session.current_test = request.node.nodeid
     contract_run.session.exchanges.clear()
     contract_run.reset()
     return ContractContext(contract_run, request.node)

@@ -188,7 +188,8 @@ _MARK = {HELD: "held", FAILED: "FAILED", NOT_CHECKED: "not checked"}
 def format_table(report: Mapping[str, Any], width: int = 120) -> str:
     """A readable table of a report (a ``RunReport.as_dict()`` or a loaded JSON report)."""
     target = report.get("target", {})
-    lines = [f"Contract ledger on target {target.get('kind', '?')} ({target.get('base_url', '?')})"]
+    where = target.get("base_url") or "no one URL"   # under xdist, each worker started its own mock
+    lines = [f"Contract ledger on target {target.get('kind', '?')} ({where})"]
     jobs = report.get("live_jobs")
     if jobs:
         lines.append(f"live jobs created: {jobs.get('created')} of cap {jobs.get('cap')}"

@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, Phase, settings
 from client import APIError, GenerationRequest, ImagePipelineError, InvalidRequestError, JobFailedError, JobStatus
 from client.models import FIELDS
 
-from . import plugin
-from .targets import SUBMIT_PATH
+from .targets import LIVE, MOCK, SUBMIT_PATH, URL
 
 OMIT = object()  # a field left out of the body
 
@@ -46,19 +45,22 @@ REQUIRED = ("prompt", "negative_prompt", "num_inference_steps", "samples", "guid
 
 # --- hypothesis: thorough on the mock, a handful of examples on live -------------------------------
 
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.register_profile("sd35-contracts-mock", max_examples=100, **_COMMON)
-settings.register_profile("sd35-contracts-url", max_examples=50, **_COMMON)
-# live: few examples, no shrinking (each shrink step is another request), same examples every run
-settings.register_profile("sd35-contracts-live", max_examples=5, derandomize=True, database=None,
-                          phases=(Phase.explicit, Phase.generate), **_COMMON)
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = {
+    MOCK: settings(max_examples=100, **_COMMON),
+    URL: settings(max_examples=50, **_COMMON),
+    # live: few examples, no shrinking (each shrink step is another request), same examples every run
+    LIVE: settings(max_examples=5, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate),
+                   **_COMMON),
+}
 
 
-def target_settings() -> settings:
-    """The hypothesis settings for the configured target (``--contracts-examples`` overrides)."""
-    base = settings.get_profile(f"sd35-contracts-{plugin.current_kind()}")
-    n = plugin.examples_override()
-    return settings(base, max_examples=n) if n else settings(base)
+def target_settings(kind: str, examples: int | None = None) -> settings:
+    """The hypothesis settings for a kind of target; ``examples`` (``--contracts-examples``) overrides.
+    A property contract applies them from its ``contract`` fixture (``@contract.settings``), as the
+    target is known only once pytest is configured."""
+    base = _SETTINGS[kind]
+    return settings(base, max_examples=examples) if examples else base
 
 
 # --- bodies -------------------------------------------------------------------------------------
@@ -216,7 +218,7 @@ def run_job(run, data: dict[str, Any], *, early_downloads: bool = False, downloa
     """Create one job and record its whole life. On a mock with a control plane the mock is reset
     and set to keep the job PENDING until its first status poll (so PENDING is always seen) and
     not to fail it at random."""
-    if run.target.has_control and not run.target.is_live:
+    if run.target.has_control:
         run.control.reset()
         run.control.configure(lifecycle="polls", pending_polls=1, failure_rate=0.0)
     client = run.client()

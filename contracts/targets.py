@@ -1,7 +1,10 @@
-"""What the contracts talk to: the target (embedded mock, a URL, or live), its control plane, the
-live job budget, and the HTTP session every contract request goes through.
+"""What the contracts talk to: the target (embedded mock, a URL, or live), the live job budget, and
+the HTTP session every contract request goes through. (The control plane is
+``mockserver.testing.MockControl``, reached through the run, which refuses it where there is none.)
 
-Nothing here starts a server or sends a request at import time.
+Nothing here starts a server or sends a request at import time, and nothing here knows pytest: a
+contract that cannot run raises ``NoControlPlane`` or ``BudgetExhausted``, and the plugin reports it
+as skipped.
 """
 
 from __future__ import annotations
@@ -10,14 +13,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 
 MOCK, URL, LIVE = "mock", "url", "live"
-KINDS = (MOCK, URL, LIVE)
 TARGET_ENV = "CONTRACTS_TARGET"
 API_KEY_ENV = "IMAGEPIPELINE_API_KEY"
 OTHER_KEY_ENV = "CONTRACTS_OTHER_API_KEY"
@@ -29,12 +29,26 @@ MOCK_OTHER_KEY = "contracts-key-b"
 SUBMIT_PATH = "/sd3_5/v1"
 CAP_REASON = "live job cap"
 
-__all__ = ["Target", "Control", "JobBudget", "ContractSession", "resolve_target", "TargetError",
-           "MOCK", "URL", "LIVE", "CAP_REASON"]
+__all__ = ["Target", "JobBudget", "ContractSession", "resolve_target", "ContractsError", "TargetError",
+           "NoControlPlane", "BudgetExhausted", "MOCK", "URL", "LIVE", "CAP_REASON"]
 
 
-class TargetError(ValueError):
+class ContractsError(Exception):
+    """An error of the contract suite itself, not of the target under test."""
+
+
+class TargetError(ContractsError):
     """A target that cannot be used (bad option, missing key); the run refuses before sending."""
+
+
+class NoControlPlane(ContractsError):
+    """A contract needed the mock's control plane on a target without one (live, or a URL that is
+    not a mock); the plugin reports the contract as skipped with this message."""
+
+
+class BudgetExhausted(ContractsError):
+    """A request that could create a job would pass the live job cap; raised before anything is
+    sent, and reported by the plugin as a skip."""
 
 
 @dataclass
@@ -112,105 +126,11 @@ def probe_control(base_url: str, timeout: float = 5.0) -> tuple[bool, str]:
                    f"(GET /__mock__/health answered HTTP {resp.status_code})")
 
 
-class Control:
-    """The mock's control plane (``/__mock__/``) over HTTP. On a target without one, every call
-    skips the calling test with the reason, so a mock-only contract can never touch the live API."""
-
-    def __init__(self, target: Target, session: requests.Session | None = None):
-        self.target = target
-        self._session = session
-
-    @property
-    def available(self) -> bool:
-        return self.target.has_control
-
-    def _http(self) -> requests.Session:
-        if self._session is None:
-            self._session = requests.Session()
-        return self._session
-
-    def call(self, method: str, path: str, json: Any = None, expect: tuple[int, ...] = (200, 201)) -> Any:
-        if not self.target.has_control or self.target.is_live:
-            pytest.skip(self.target.control_reason or "mock-only: the target has no control plane")
-        resp = self._http().request(method, f"{self.target.base_url}/__mock__{path}", json=json, timeout=30)
-        if resp.status_code not in expect:
-            raise AssertionError(f"control plane {method} /__mock__{path} answered HTTP {resp.status_code}: "
-                                 f"{resp.text[:300]}")
-        return resp.json() if resp.content else None
-
-    # shorthands ---------------------------------------------------------------------------------
-    def reset(self) -> None:
-        self.call("POST", "/reset")
-
-    def configure(self, **changes: Any) -> dict:
-        return self.call("PATCH", "/config", changes)
-
-    def config(self) -> dict:
-        return self.call("GET", "/config")
-
-    def complete(self, job_id: str) -> dict:
-        return self.call("POST", f"/jobs/{job_id}/complete")
-
-    def fail(self, job_id: str, error: str = "forced by the contracts") -> dict:
-        return self.call("POST", f"/jobs/{job_id}/fail", {"error": error})
-
-    def force_raw(self, job_id: str, action: str, body: Any = None) -> requests.Response:
-        """A force call whose answer the test inspects (e.g. 409 for a terminal job)."""
-        if not self.target.has_control:
-            pytest.skip(self.target.control_reason or "mock-only")
-        return self._http().post(f"{self.target.base_url}/__mock__/jobs/{job_id}/{action}", json=body, timeout=30)
-
-    def jobs(self, **query: str) -> list[dict]:
-        q = "&".join(f"{k}={v}" for k, v in query.items())
-        return self.call("GET", "/jobs" + (f"?{q}" if q else ""))["jobs"]
-
-    def advance(self, seconds: float) -> None:
-        self.call("POST", "/clock/advance", {"seconds": seconds})
-
-    def journal(self) -> list[dict]:
-        return self.call("GET", "/journal")["requests"]
-
-    def webhooks(self, job_id: str | None = None, wait: float = 10.0) -> list[dict]:
-        """The webhook deliveries, once the mock has none queued or in flight (up to ``wait`` s)."""
-        query = f"?wait={wait:g}" + (f"&job_id={job_id}" if job_id else "")
-        return self.call("GET", "/webhooks" + query)["deliveries"]
-
-    def fault(self, **rule: Any) -> dict:
-        return self.call("POST", "/faults", rule)
-
-    def require_keys(self, *keys: str) -> None:
-        """Make a mock accept exactly these keys (so a wrong key is really wrong)."""
-        self.configure(api_keys=list(keys))
-
-    def close(self) -> None:
-        if self._session is not None:
-            close_session(self._session)
-
-
-def close_session(session: requests.Session) -> None:
-    close_pools(session)
-    session.close()
-
-
-def close_pools(session: requests.Session) -> None:
-    """Really drop a session's keep-alive connections: urllib3 2.x leaves the pools of a cleared
-    PoolManager to the garbage collector, and an open keep-alive connection keeps a waitress
-    server's loop (and so ``RunningServer.close``) waiting for up to 5 s."""
-    for adapter in session.adapters.values():
-        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
-        if pools is not None:
-            for key in list(pools.keys()):
-                try:
-                    pools[key].close()
-                except KeyError:
-                    pass
-
-
 class JobBudget:
     """The cap on jobs a live run may create (``--live-max-jobs``); unlimited elsewhere.
 
     Every submit POST on live that carries one of our keys (in any header) passes ``before_submit``
-    (refused, skipping the test, once the cap is spent) and ``after_submit``: any answer but a 4xx
+    (``BudgetExhausted`` once the cap is spent) and ``after_submit``: any answer but a 4xx
     rejection counts as a created job, including a 5xx or a lost connection (the job may exist and
     be billed). A request meant to be refused still counts if the target accepts it.
     """
@@ -230,17 +150,18 @@ class JobBudget:
         return None if self.cap is None else max(0, self.cap - self.created)
 
     def require(self, jobs: int, what: str = "this test") -> None:
-        """Skip now, before anything is sent, unless ``jobs`` more jobs fit under the cap."""
+        """``BudgetExhausted`` now, before anything is sent, unless ``jobs`` more jobs fit under the cap."""
         if self.cap is not None and self.created + jobs > self.cap:
-            pytest.skip(f"{CAP_REASON} reached: {self.created} of --live-max-jobs {self.cap} jobs used; "
-                        f"{what} would create {jobs} more")
+            raise self._exhausted(f"{what} would create {jobs} more")
 
     def before_submit(self) -> None:
         with self._lock:
             if self.cap is not None and self.created >= self.cap:
                 self.blocked += 1
-                pytest.skip(f"{CAP_REASON} reached: {self.created} of --live-max-jobs {self.cap} jobs used; "
-                            f"a request that could create a job was not sent")
+                raise self._exhausted("a request that could create a job was not sent")
+
+    def _exhausted(self, what: str) -> BudgetExhausted:
+        return BudgetExhausted(f"{CAP_REASON} reached: {self.created} of --live-max-jobs {self.cap} jobs used; {what}")
 
     def after_submit(self, status_code: int | None) -> None:
         if self.cap is None:
@@ -319,12 +240,6 @@ class ContractSession(requests.Session):
         if self.recorder is not None:
             self.recorder.exchange(request, response, error, test=self.current_test, elapsed_ms=elapsed,
                                    target=self.target.kind)
-
-    def close(self) -> None:
-        with self._lock:
-            self.exchanges.clear()
-        close_pools(self)
-        super().close()
 
     def last(self, method: str | None = None, path_suffix: str | None = None) -> Exchange | None:
         """The newest exchange of this test matching the method and path."""

@@ -17,9 +17,9 @@ WRONG_KEY = "contracts-wrong-key-000000000000"
 
 def _make_key_matter(contract) -> None:
     """A mock accepts any non-empty key unless told otherwise: tell it which keys are valid."""
-    if contract.control.available:
+    if contract.target.has_control:
         keys = [contract.target.api_key] + ([contract.target.other_key] if contract.target.other_key else [])
-        contract.control.require_keys(*keys)
+        contract.control.configure(api_keys=keys)
 
 
 @pytest.mark.ledger("L03")

@@ -262,9 +262,9 @@ def test_a_failed_job_keeps_its_id(contract):
 def test_a_final_state_cannot_be_changed(contract, first_end, then):
     contract.control.configure(lifecycle="manual")
     job = contract.client.submit(as_request(dict(CHEAPEST)), validate=False)
-    assert contract.control.force_raw(job.id, first_end).status_code == 200
+    assert contract.control.request("POST", f"/jobs/{job.id}/{first_end}").status_code == 200
     before = dict(contract.client.status(job.id).raw)
-    resp = contract.control.force_raw(job.id, then)
+    resp = contract.control.request("POST", f"/jobs/{job.id}/{then}")
     assert resp.status_code == 409, f"changing a {before['status']} job answered HTTP {resp.status_code}"
     assert dict(contract.client.status(job.id).raw) == before
 

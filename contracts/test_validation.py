@@ -1,5 +1,8 @@
 """Validation contracts: every request here must be refused, so they are free on live.
 
+The property contracts run their examples under ``@contract.settings``: many on the mock, a
+handful on live (``--contracts-examples`` overrides).
+
 Rows: required fields (L04), samples (L05), guidance_scale (L06), width/height type (L07) and bounds
 (L08), lower bounds and steps (L09), optional field types (L10), HTTP 400 (L15), rejection detail
 (L23), strict types (L25), body size cap (L26).
@@ -13,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from .support import OMIT, REQUIRED, body, expect_rejected, target_settings
+from .support import OMIT, REQUIRED, body, expect_rejected
 
 # -- L04 required fields -------------------------------------------------------------------------
 
@@ -33,24 +36,30 @@ def test_an_empty_object_names_every_required_field(contract):
 
 
 @pytest.mark.ledger("L05")
-@target_settings()
-@given(samples=st.integers(min_value=3, max_value=10_000))
-@example(samples=3)
-def test_more_than_two_samples_are_refused(contract, samples):
-    expect_rejected(contract, "L05", body(samples=samples), fields=("samples",))
+def test_more_than_two_samples_are_refused(contract):
+    @contract.settings
+    @given(samples=st.integers(min_value=3, max_value=10_000))
+    @example(samples=3)
+    def refused(samples):
+        expect_rejected(contract, "L05", body(samples=samples), fields=("samples",))
+
+    refused()
 
 
 # -- L06 guidance_scale --------------------------------------------------------------------------
 
 
 @pytest.mark.ledger("L06")
-@target_settings()
-@given(guidance=st.floats(min_value=20, exclude_min=True, max_value=1e9, allow_nan=False, allow_infinity=False)
-       | st.integers(min_value=21, max_value=10**6))
-@example(guidance=20.5)
-@example(guidance=21)
-def test_guidance_scale_above_20_is_refused(contract, guidance):
-    expect_rejected(contract, "L06", body(guidance_scale=guidance), fields=("guidance_scale",))
+def test_guidance_scale_above_20_is_refused(contract):
+    @contract.settings
+    @given(guidance=st.floats(min_value=20, exclude_min=True, max_value=1e9, allow_nan=False, allow_infinity=False)
+           | st.integers(min_value=21, max_value=10**6))
+    @example(guidance=20.5)
+    @example(guidance=21)
+    def refused(guidance):
+        expect_rejected(contract, "L06", body(guidance_scale=guidance), fields=("guidance_scale",))
+
+    refused()
 
 
 # -- L07 width/height are integers ---------------------------------------------------------------
@@ -69,13 +78,16 @@ _OUTSIDE = st.one_of(st.integers(min_value=-10_000, max_value=255), st.integers(
 
 
 @pytest.mark.ledger("L08")
-@target_settings()
-@given(name=st.sampled_from(["width", "height"]), value=_OUTSIDE)
-@example(name="width", value=255)
-@example(name="height", value=1537)
-@example(name="width", value=1001)
-def test_dimensions_outside_256_to_1536_or_not_multiples_of_8_are_refused(contract, name, value):
-    expect_rejected(contract, "L08", body(**{name: value}), fields=(name,))
+def test_dimensions_outside_256_to_1536_or_not_multiples_of_8_are_refused(contract):
+    @contract.settings
+    @given(name=st.sampled_from(["width", "height"]), value=_OUTSIDE)
+    @example(name="width", value=255)
+    @example(name="height", value=1537)
+    @example(name="width", value=1001)
+    def refused(name, value):
+        expect_rejected(contract, "L08", body(**{name: value}), fields=(name,))
+
+    refused()
 
 
 # -- L09 lower bounds and steps ------------------------------------------------------------------
@@ -91,11 +103,14 @@ def test_values_below_the_lower_bounds_are_refused(contract, name, value):
 
 
 @pytest.mark.ledger("L09")
-@target_settings()
-@given(steps=st.integers(min_value=51, max_value=10**6))
-@example(steps=51)
-def test_more_than_50_steps_are_refused(contract, steps):
-    expect_rejected(contract, "L09", body(num_inference_steps=steps), fields=("num_inference_steps",))
+def test_more_than_50_steps_are_refused(contract):
+    @contract.settings
+    @given(steps=st.integers(min_value=51, max_value=10**6))
+    @example(steps=51)
+    def refused(steps):
+        expect_rejected(contract, "L09", body(num_inference_steps=steps), fields=("num_inference_steps",))
+
+    refused()
 
 
 # -- L10 optional field types --------------------------------------------------------------------
@@ -167,20 +182,22 @@ _WRONG_FOR_STRING = st.sampled_from([5, None, True, ["x"], {"text": "x"}])
 
 
 @pytest.mark.ledger("L25")
-@target_settings()
-@given(case=st.one_of(
-    st.tuples(st.sampled_from(_INTEGER_FIELDS), _WRONG_FOR_INTEGER),
-    st.tuples(st.just("guidance_scale"), _WRONG_FOR_NUMBER),
-    st.tuples(st.sampled_from(["prompt", "negative_prompt"]), _WRONG_FOR_STRING),
-))
-@example(case=("samples", True))
-@example(case=("samples", "2"))
-@example(case=("num_inference_steps", 4.0))
-@example(case=("guidance_scale", None))
-def test_values_of_the_wrong_json_type_are_refused(contract, case):
-    name, value = case
-    expect_rejected(contract, "L25", body(**{name: value}), fields=(name,),
-                    what=f"{name}={json.dumps(value)}")
+def test_values_of_the_wrong_json_type_are_refused(contract):
+    @contract.settings
+    @given(case=st.one_of(
+        st.tuples(st.sampled_from(_INTEGER_FIELDS), _WRONG_FOR_INTEGER),
+        st.tuples(st.just("guidance_scale"), _WRONG_FOR_NUMBER),
+        st.tuples(st.sampled_from(["prompt", "negative_prompt"]), _WRONG_FOR_STRING),
+    ))
+    @example(case=("samples", True))
+    @example(case=("samples", "2"))
+    @example(case=("num_inference_steps", 4.0))
+    @example(case=("guidance_scale", None))
+    def refused(case):
+        name, value = case
+        expect_rejected(contract, "L25", body(**{name: value}), fields=(name,), what=f"{name}={json.dumps(value)}")
+
+    refused()
 
 
 @pytest.mark.ledger("L25")

@@ -3,7 +3,6 @@ webhook journal. On a terminal state the status body is POSTed to the URL, and r
 
 from __future__ import annotations
 
-
 import pytest
 
 from .support import CHEAPEST, as_request
@@ -22,19 +21,19 @@ def test_the_final_status_body_is_posted_to_the_webhook(contract, webhook_receiv
     calls = webhook_receiver.wait_for(1)
     assert len(calls) == 1, f"{len(calls)} webhook calls"
     status = contract.client.status(job.id)
-    assert calls[0]["json"] == dict(status.raw), "the webhook body is not the status body"
-    assert calls[0]["headers"].get("Content-Type", "").startswith("application/json")
-    contract.observe("L19", {"delivered": calls[0]["json"]})
+    assert calls[0].json == dict(status.raw), "the webhook body is not the status body"
+    assert calls[0].headers.get("Content-Type", "").startswith("application/json")
+    contract.observe("L19", {"delivered": calls[0].json})
 
 
 @pytest.mark.ledger("L19")
 def test_a_failed_delivery_is_retried(contract, webhook_receiver):
     contract.control.configure(lifecycle="manual", webhook_backoff=0.05, webhook_max_attempts=3)
-    webhook_receiver.fail_first = 1
+    webhook_receiver.fail_next = 1
     job = contract.client.submit(as_request(dict(CHEAPEST, webhook=webhook_receiver.url)), validate=False)
     contract.control.complete(job.id)
     calls = webhook_receiver.wait_for(2)
-    assert [c["answered"] for c in calls] == [500, 200], calls
-    assert calls[0]["json"] == calls[1]["json"], "the retry sent another body"
+    assert [c.answered for c in calls] == [500, 200], calls
+    assert calls[0].json == calls[1].json, "the retry sent another body"
     records = contract.control.webhooks(job.id)
     assert [r["outcome"] for r in records] == ["http_error", "delivered"], records

@@ -17,12 +17,12 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from mockserver.config import MockConfig, load_profile
-from mockserver.server import serve
+from mockserver.testing import MockControl, launch
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_VARS = ("IMAGEPIPELINE_API_KEY", "CONTRACTS_TARGET", "CONTRACTS_OTHER_API_KEY", "IMAGEPIPELINE_BASE_URL")
@@ -47,10 +47,21 @@ def run_live(stand_in_url: str, report: Path, *extra: str) -> subprocess.Complet
                       "--contracts-report", str(report), *extra, env={"IMAGEPIPELINE_API_KEY": KEY})
 
 
-def stand_in(profile_overrides: dict | None = None):
-    """The provider as we pretend it is: the mock, with its own keys and (maybe) other values."""
-    return serve(MockConfig(profile=load_profile(overrides=profile_overrides), api_keys=(KEY,),
-                            lifecycle="polls", pending_polls=1, seed=99))
+@contextmanager
+def stand_in(tmp_path: Path, profile_overrides: dict | None = None):
+    """The provider as we pretend it is: ``python -m mockserver`` with its own key and (maybe) other
+    values; yields its URL and its control plane, to see what reached it."""
+    args = ["--api-key", KEY, "--pending-polls", "1", "--seed", "99", "--quiet"]
+    if profile_overrides:
+        profile = tmp_path / "stand-in-profile.json"
+        profile.write_text(json.dumps(profile_overrides))
+        args += ["--profile", str(profile)]
+    with launch(*args) as provider:
+        control = MockControl(provider.url)
+        try:
+            yield provider.url, control
+        finally:
+            control.close()
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +80,9 @@ def drift_command(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_stand_in_that_differs_in_three_assumed_rows_is_reported_as_exactly_that_drift(mock_report, tmp_path):
     live_report, recording = tmp_path / "live.json", tmp_path / "live.jsonl"
-    with stand_in(DRIFT_PROFILE) as provider:
-        done = run_live(provider.url, live_report, "-q", "--live-max-jobs", "30", "--record", str(recording))
-        jobs = provider.backend.list_jobs(limit=1000)
+    with stand_in(tmp_path, DRIFT_PROFILE) as (url, control):
+        done = run_live(url, live_report, "-q", "--live-max-jobs", "30", "--record", str(recording))
+        jobs = control.jobs()
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]   # the drifting contracts fail
     live = json.loads(live_report.read_text())
     assert live["target"]["kind"] == "live" and live["target"]["control_plane"] is False
@@ -110,8 +121,8 @@ def test_a_stand_in_that_differs_in_three_assumed_rows_is_reported_as_exactly_th
 
 def test_a_stand_in_that_behaves_like_the_mock_gives_no_drift(mock_report, tmp_path):
     live_report = tmp_path / "live.json"
-    with stand_in() as provider:
-        done = run_live(provider.url, live_report, "-q", "--live-max-jobs", "30")
+    with stand_in(tmp_path) as (url, _):
+        done = run_live(url, live_report, "-q", "--live-max-jobs", "30")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     live = json.loads(live_report.read_text())
     assert live["summary"]["failed"] == 0
@@ -127,10 +138,10 @@ def test_a_live_run_never_creates_more_jobs_than_the_cap(tmp_path):
     """Against the drifting stand-in, some requests the contracts expect to be refused are accepted
     (steps up to 100): they count too, and once two jobs exist nothing more that could bill is sent."""
     live_report = tmp_path / "live.json"
-    with stand_in(DRIFT_PROFILE) as provider:
-        done = run_live(provider.url, live_report, "-q", "--live-max-jobs", "2", "-rs")
-        jobs = provider.backend.list_jobs(limit=1000)
-        submits = [e for e in provider.backend.journal.entries()
+    with stand_in(tmp_path, DRIFT_PROFILE) as (url, control):
+        done = run_live(url, live_report, "-q", "--live-max-jobs", "2", "-rs")
+        jobs = control.jobs()
+        submits = [e for e in control.journal()
                    if e["method"] == "POST" and e["path"] == "/sd3_5/v1" and e["status"] < 400]
     assert len(jobs) == 2 and len(submits) == 2, jobs
     live = json.loads(live_report.read_text())
@@ -148,9 +159,9 @@ def test_free_contracts_run_first_and_billable_ones_are_skipped_once_the_cap_is_
     """Refused requests cost nothing and run first; then the billable contracts, in priority order
     (the shared basic job first), until the cap of one job is spent."""
     live_report = tmp_path / "live.json"
-    with stand_in() as provider:
-        done = run_live(provider.url, live_report, "--live-max-jobs", "1", "-v", "--ledger-rows", "L01,L03,L05,L20")
-        assert len(provider.backend.list_jobs()) == 1
+    with stand_in(tmp_path) as (url, control):
+        done = run_live(url, live_report, "--live-max-jobs", "1", "-v", "--ledger-rows", "L01,L03,L05,L20")
+        assert len(control.jobs()) == 1
     assert done.returncode == 0, done.stdout[-3000:]
     order = [line.split(" ")[0].split("::")[-1] for line in done.stdout.splitlines()
              if line.startswith("contracts/") and (" PASSED" in line or " SKIPPED" in line)]

@@ -1,11 +1,9 @@
-"""The contract plugin's pure parts: row results, the report and its table, drift, the drift
-command, redaction of recordings, the live job budget, and target resolution. No server, no
-subprocess."""
+"""The contract suite's pure parts: row results, the report and its table, drift, the drift
+command, redaction of recordings, the live job budget, and target resolution. No subprocess."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import requests
@@ -14,7 +12,8 @@ from contracts import report as rp
 from contracts.__main__ import main as contracts_main
 from contracts.recording import REDACTED, Recorder, Redactor
 from contracts.targets import (
-    CAP_REASON, ContractSession, JobBudget, Target, TargetError, probe_control, resolve_target,
+    CAP_REASON, BudgetExhausted, ContractSession, ContractsError, JobBudget, Target, TargetError, probe_control,
+    resolve_target,
 )
 
 LEDGER = [
@@ -228,10 +227,11 @@ def test_budget_counts_everything_but_a_4xx_and_refuses_past_the_cap():
     b.after_submit(200)
     b.after_submit(None)     # a lost connection may have created a job
     assert b.created == 2 and b.remaining == 0
-    with pytest.raises(pytest.skip.Exception, match=CAP_REASON):
+    with pytest.raises(BudgetExhausted, match=CAP_REASON):
         b.before_submit()
-    with pytest.raises(pytest.skip.Exception, match="would create 1 more"):
+    with pytest.raises(BudgetExhausted, match="would create 1 more"):
         b.require(1, "a test")
+    assert issubclass(BudgetExhausted, ContractsError)
     assert b.as_dict() == {"cap": 2, "created": 2, "blocked": 1}
 
 
@@ -257,7 +257,7 @@ def test_only_submits_carrying_our_key_are_under_the_cap():
     assert not session.could_bill(req())                                     # no key: cannot bill us
     assert not session.could_bill(req(**{"API-Key": "someone-elses"}))
     assert not session.could_bill(req("GET", "http://h.test/sd3_5/v1/status/x", **{"API-Key": "our-key"}))
-    with pytest.raises(pytest.skip.Exception, match=CAP_REASON):
+    with pytest.raises(BudgetExhausted, match=CAP_REASON):   # raised before anything is sent
         session.post("http://h.test/sd3_5/v1", headers={"API-Key": "our-key"}, data="{}")
 
 
@@ -284,10 +284,14 @@ def test_resolve_target():
 
 
 def test_probe_control_tells_a_mock_from_another_server():
-    from mockserver.server import serve
+    from mockserver.config import MockConfig
+    from mockserver.server import start
 
-    with serve() as mock:
+    mock = start(MockConfig())
+    try:
         assert probe_control(mock.url) == (True, "")
+    finally:
+        mock.close()
     import http.server
     import threading
 
@@ -311,10 +315,3 @@ def test_probe_control_tells_a_mock_from_another_server():
     with pytest.raises(TargetError, match="does not answer"):
         probe_control(f"http://127.0.0.1:{server.server_port}", timeout=1)
 
-
-def test_plugin_items_are_only_contracts_when_they_carry_a_ledger_marker():
-    from contracts import plugin
-
-    marked = SimpleNamespace(get_closest_marker=lambda name: object() if name == "ledger" else None)
-    plain = SimpleNamespace(get_closest_marker=lambda name: None)
-    assert plugin.is_contract(marked) and not plugin.is_contract(plain)

@@ -1,6 +1,6 @@
 """The contract suite's targets, run for real in a separate pytest process: a ``python -m mockserver``
-selected by URL, the live mode's refusal without a key, bad options, and the plugin staying out
-of the way of a project's own tests (and working from one, with ``--pyargs contracts``).
+selected by URL, the live mode's refusal without a key or under xdist, bad options, and the plugin
+staying out of the way of a project's own tests (and working from one, with ``--pyargs contracts``).
 
 Nothing here contacts the live API: live runs point ``--live-base-url`` at a local stand-in.
 """
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mockserver.config import MockConfig
-from mockserver.server import serve
+from mockserver.testing import MockControl, launch
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_VARS = ("IMAGEPIPELINE_API_KEY", "CONTRACTS_TARGET", "CONTRACTS_OTHER_API_KEY", "IMAGEPIPELINE_BASE_URL")
@@ -32,15 +31,8 @@ def run_pytest(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: f
 @pytest.fixture
 def mockserver_process():
     """``python -m mockserver --port 0 --pending-seconds 0``, as a user would start it."""
-    proc = subprocess.Popen([sys.executable, "-m", "mockserver", "--port", "0", "--pending-seconds", "0", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("sd35-mock listening on "), line + proc.stderr.read()
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with launch("--pending-seconds", "0", "--quiet", cwd=str(REPO)) as mock:
+        yield mock.url
 
 
 def test_the_suite_passes_against_a_separately_started_mockserver(mockserver_process, tmp_path):
@@ -57,14 +49,29 @@ def test_the_suite_passes_against_a_separately_started_mockserver(mockserver_pro
 
 
 def test_live_without_a_key_refuses_at_once_and_sends_nothing():
-    with serve(MockConfig(lifecycle="immediate")) as stand_in:
+    with launch("--pending-seconds", "0", "--quiet") as stand_in:
         done = run_pytest("contracts", "--target", "live", "--live-base-url", stand_in.url)
         assert done.returncode == 4, done.stdout + done.stderr          # pytest's usage error
         assert "needs an API key in $IMAGEPIPELINE_API_KEY" in done.stderr
         assert "nothing was sent" in done.stderr
         assert "collected" not in done.stdout                           # refused before collection
-        assert stand_in.backend.journal.entries() == []                 # and no request reached the host
-        assert stand_in.backend.list_jobs() == []
+        control = MockControl(stand_in.url)
+        assert control.journal() == [] and control.jobs() == []        # no request reached the host
+        control.close()
+
+
+def test_live_refuses_xdist_so_the_job_cap_holds():
+    """``-n 3`` would give each worker its own count of live jobs (a stand-in once received 5 jobs
+    under a cap of 3): a shared target refuses xdist before anything is sent."""
+    with launch("--pending-seconds", "0", "--quiet", "--api-key", "stand-in-key") as stand_in:
+        done = run_pytest("contracts", "--target", "live", "--live-base-url", stand_in.url, "--live-max-jobs", "3",
+                          "-n", "3", env={"IMAGEPIPELINE_API_KEY": "stand-in-key"})
+        control = MockControl(stand_in.url)
+        jobs, journal = control.jobs(), control.journal()
+        control.close()
+    assert done.returncode == 4, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "--target live cannot run under pytest-xdist (-n/--dist)" in done.stderr
+    assert jobs == [] and journal == []      # at most 3 jobs: none, as nothing was sent
 
 
 def test_a_bad_target_is_a_usage_error():
