@@ -305,8 +305,12 @@ class ImagePipelineClient:
             used.add((stem + ext).lower())
             path = dest / (stem + ext)
             part = dest / f".{stem}{ext}.part"
-            part.write_bytes(resp.content)
-            os.replace(part, path)
+            try:
+                part.write_bytes(resp.content)
+                os.replace(part, path)
+            except OSError:
+                part.unlink(missing_ok=True)   # a full disk keeps no half image (the room a retry needs)
+                raise
             paths.append(path)
         return paths
 

@@ -13,6 +13,8 @@ Exit codes (distinct, for scripts):
     4  the job failed
     5  timed out (the job did not finish within --wait-timeout, or no answer in time)
     6  unknown job id
+    7  the job is done but its images could not be saved (the job id and the command that saves
+       them are printed); a folder that cannot take them is refused before anything is sent (2)
     130  interrupted (the job id is printed, to resume with ``status ID --wait``)
 """
 
@@ -21,9 +23,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from . import errors
@@ -37,6 +42,7 @@ EXIT_AUTH = 3
 EXIT_JOB_FAILED = 4
 EXIT_TIMEOUT = 5
 EXIT_NOT_FOUND = 6
+EXIT_SAVE_FAILED = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -53,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m client",
         description="Generate images with ImagePipeline Stable Diffusion 3.5 (or its offline mock).",
         epilog="exit codes: 0 ok, 1 error, 2 invalid input, 3 auth failed, 4 job failed, "
-               "5 timed out, 6 unknown job, 130 interrupted",
+               "5 timed out, 6 unknown job, 7 images not saved, 130 interrupted",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -135,6 +141,11 @@ def main(
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
 
+    dest = _out_dir(args)
+    problem = None if dest is None else _unusable_folder(dest)
+    if problem:
+        print(f"error: --out {dest}: {problem}; nothing was sent", file=err)
+        return EXIT_INVALID
     progress = Progress(err, quiet=args.quiet)
     job_id: str | None = None
     try:
@@ -154,12 +165,46 @@ def main(
         job_id = job_id or progress.job_id
         print("interrupted", file=err)
         if job_id:
-            print(f"job {job_id} may still finish; resume with: python -m client status "
-                  f"{job_id} --wait --out DIR", file=err)
+            print(f"job {job_id} may still finish; resume with: {_resume_command(args, job_id)}", file=err)
         return EXIT_INTERRUPTED
     except errors.ImagePipelineError as exc:
         progress.end()
-        return _report(exc, err, hint=args.command == "generate" or args.wait)
+        return _report(exc, err, args)
+
+
+def _out_dir(args: argparse.Namespace) -> str | None:
+    """The folder the images will be saved in, or None when nothing is saved."""
+    return None if getattr(args, "no_download", False) else args.out
+
+
+def _unusable_folder(path: str) -> str | None:
+    """Why the images could not be saved in ``path``, or None if they can.
+
+    Checked before anything is sent: after the submit, a failed save loses an image that was paid
+    for. The folder is created and a probe file written in it, the one check that holds whatever
+    the cause (a file in the way, permissions, a read-only disk, running as root).
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot save there ({exc.strerror or exc})"
+    return None
+
+
+def _resume_command(args: argparse.Namespace, job_id: str) -> str:
+    """The command that picks the job up by its id (instead of paying for a new one), as typed."""
+    words = ["python", "-m", "client", "status", job_id, "--wait"]
+    if args.base_url:
+        words += ["--base-url", args.base_url]
+    dest = _out_dir(args)
+    if dest is not None:
+        words += ["--out", dest]
+    return shlex.join(words)
 
 
 def _generate(client: ImagePipelineClient, args: argparse.Namespace, progress: Progress,
@@ -190,7 +235,7 @@ def _generate(client: ImagePipelineClient, args: argparse.Namespace, progress: P
     progress.end()
     if done.is_failure:
         raise errors.JobFailedError(done.id, done.error or "", done)
-    return _emit(client, done, None if args.no_download else args.out, args.json, out)
+    return _emit(client, done, args, out, err)
 
 
 def _status(client: ImagePipelineClient, args: argparse.Namespace, progress: Progress,
@@ -208,13 +253,19 @@ def _status(client: ImagePipelineClient, args: argparse.Namespace, progress: Pro
         else:
             out.write(f"{current.status.value} {current.id}\n")
         return EXIT_OK
-    return _emit(client, current, args.out, args.json, out)
+    return _emit(client, current, args, out, err)
 
 
-def _emit(client: ImagePipelineClient, done: JobStatus, dest: str | None, as_json: bool,
-          out: TextIO) -> int:
-    files = [str(p) for p in client.download(done, dest)] if dest is not None else None
-    if as_json:
+def _emit(client: ImagePipelineClient, done: JobStatus, args: argparse.Namespace, out: TextIO,
+          err: TextIO) -> int:
+    dest = _out_dir(args)
+    try:
+        files = [str(p) for p in client.download(done, dest)] if dest is not None else None
+    except OSError as exc:  # the folder passed the check before any request: the disk filled up, or it changed
+        print(f"error: job {done.id} is done but its images could not be saved in {dest}: {exc}", file=err)
+        print(f"save them with: {_resume_command(args, done.id)}", file=err)
+        return EXIT_SAVE_FAILED
+    if args.json:
         out.write(json.dumps(_as_dict(done, files)) + "\n")
     else:
         for line in files if files is not None else done.download_urls:
@@ -236,7 +287,7 @@ def _as_dict(status: JobStatus, files: list[str] | None) -> dict[str, Any]:
     return data
 
 
-def _report(exc: errors.ImagePipelineError, err: TextIO, *, hint: bool) -> int:
+def _report(exc: errors.ImagePipelineError, err: TextIO, args: argparse.Namespace) -> int:
     print(f"error: {exc}", file=err)
     if isinstance(exc, errors.InvalidRequestError):
         code = EXIT_INVALID
@@ -254,7 +305,6 @@ def _report(exc: errors.ImagePipelineError, err: TextIO, *, hint: bool) -> int:
         code = EXIT_ERROR
     resumable = not isinstance(exc, (errors.JobFailedError, errors.APIError)) or isinstance(
         exc, (errors.ServerError, errors.RateLimitedError))
-    if hint and exc.job_id and resumable:
-        print(f"job {exc.job_id} may still finish; resume with: python -m client status "
-              f"{exc.job_id} --wait --out DIR", file=err)
+    if (args.command == "generate" or args.wait) and exc.job_id and resumable:
+        print(f"job {exc.job_id} may still finish; resume with: {_resume_command(args, exc.job_id)}", file=err)
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import subprocess
@@ -133,8 +134,59 @@ def test_other_errors_exit_1(rsps, clock):
 
 def test_exit_codes_are_distinct():
     codes = [cli.EXIT_OK, cli.EXIT_ERROR, cli.EXIT_INVALID, cli.EXIT_AUTH, cli.EXIT_JOB_FAILED,
-             cli.EXIT_TIMEOUT, cli.EXIT_NOT_FOUND, cli.EXIT_INTERRUPTED]
+             cli.EXIT_TIMEOUT, cli.EXIT_NOT_FOUND, cli.EXIT_SAVE_FAILED, cli.EXIT_INTERRUPTED]
     assert len(set(codes)) == len(codes)
+
+
+# --- --out: checked before anything is sent; a save that fails later keeps the job ---------------------
+
+@pytest.mark.parametrize("command", [["generate", "x"], ["status", "job1", "--wait"]], ids=["generate", "status"])
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_out_folder_that_cannot_take_the_images_is_refused_before_any_request(rsps, clock, tmp_path,
+                                                                                  command, where):
+    """On the live API a job is paid for: a folder the images cannot go to is found out first."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    dest = a_file if where == "a file" else a_file / "images"
+    code, out, err = run([*command, "--out", str(dest)], clock)
+    assert code == cli.EXIT_INVALID and len(rsps.calls) == 0 and out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: --out {dest}: ") and err.rstrip().endswith("nothing was sent"), err
+
+
+def test_a_save_failing_after_the_submit_prints_the_job_id_and_the_command_that_saves_it(rsps, clock, tmp_path,
+                                                                                         monkeypatch):
+    rsps.add(responses.POST, SUBMIT, json={"status": "PENDING", "id": "job1"})
+    rsps.add(responses.GET, STATUS, json={"status": "SUCCESS", "id": "job1", "download_urls": [BASE + "/f/a"]})
+    rsps.add(responses.GET, BASE + "/f/a", body=b"a", content_type="image/png")
+
+    def disk_full(path, data):
+        path.write_text("half an image")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    dest = tmp_path / "my images"
+    code, out, err = run(["generate", "x", "--base-url", BASE, "--out", str(dest)], clock)
+    assert code == cli.EXIT_SAVE_FAILED and out == "" and len(rsps.calls) == 3
+    assert "job job1 is done but its images could not be saved" in err and "No space left on device" in err
+    resume = f"python -m client status job1 --wait --base-url {BASE} --out '{dest}'"   # quoted: a space
+    assert err.splitlines()[-1] == f"save them with: {resume}"
+    assert list(dest.iterdir()) == []                   # no half-written file left taking the room
+
+
+def test_status_wait_whose_folder_was_replaced_by_a_file_says_how_to_save_again(rsps, clock, tmp_path):
+    dest = tmp_path / "imgs"
+
+    def done_and_folder_gone(request):
+        dest.rmdir()
+        dest.write_text("a file now")
+        return 200, {}, json.dumps({"status": "SUCCESS", "id": "job1", "download_urls": [BASE + "/f/a"]})
+
+    rsps.add_callback(responses.GET, STATUS, callback=done_and_folder_gone)
+    code, out, err = run(["status", "job1", "--wait", "--out", str(dest)], clock)
+    assert code == cli.EXIT_SAVE_FAILED and out == ""
+    assert "job job1 is done but its images could not be saved" in err
+    assert err.splitlines()[-1] == f"save them with: python -m client status job1 --wait --out {dest}"
 
 
 def test_python_dash_m_client_runs():
