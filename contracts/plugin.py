@@ -1,7 +1,8 @@
 """The pytest plugin of the contract suite (entry point ``sd35_contracts``): one suite, three targets.
 
     pytest contracts                                   # the embedded mock (default)
-    pytest contracts --target http://127.0.0.1:8080    # any running server (python -m mockserver, staging)
+    pytest contracts --target http://127.0.0.1:8080    # any running server (python -m mockserver, staging),
+                                                       # left as found: its jobs kept, its configuration put back
     pytest contracts --target live                     # the live API, key from $IMAGEPIPELINE_API_KEY
     pytest --pyargs contracts ...                      # the same from a project that installed the package
 
@@ -16,6 +17,10 @@ anything is collected or sent; free contracts are ordered before billable ones; 
 needs a control plane the target lacks, or a job the live cap (``--live-max-jobs``) cannot pay for,
 raises ``NoControlPlane`` or ``BudgetExhausted`` and is reported as skipped; every contract's outcome
 is folded into its ledger rows, printed as a table and written as JSON with ``--contracts-report``.
+
+A URL target may be someone else's mock too (the one the developer's app talks to): the suite never
+resets it unless told to (``--reset-target``), skips the contracts that would reset it or move its
+clock (``SharedTarget``), and puts back after each contract the configuration keys it changed.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import pytest
 from .report import RunReport, TestOutcome, format_table, load_ledger
 from .targets import (
     DEFAULT_MAX_JOBS, MOCK, MOCK_KEY, MOCK_OTHER_KEY, URL, BudgetExhausted, ContractSession, JobBudget,
-    NoControlPlane, Target, TargetError, probe_control, resolve_target,
+    NoControlPlane, SharedTarget, Target, TargetError, control_token, probe_control, resolve_target,
 )
 
 STATE_PLUGIN = "sd35-contracts-state"
@@ -58,6 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the ledger report of this run as JSON")
     group.addoption("--record", dest="contracts_record", default=None, metavar="PATH",
                     help="append every contract HTTP exchange, API keys removed, to PATH (JSON lines)")
+    group.addoption("--reset-target", dest="contracts_reset_target", action="store_true",
+                    help="with --target URL: reset that server before each contract and at the end, as the "
+                         "embedded mock is (drops every job on it); without it the suite keeps the target's "
+                         "jobs and puts its configuration back")
     group.addoption("--ledger-rows", dest="contracts_rows", default=None, metavar="L01,L05,...",
                     help="run only the contracts of these ledger rows")
     group.addoption("--contracts-examples", dest="contracts_examples", type=int, default=None, metavar="N",
@@ -82,8 +91,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def refuse_a_shared_target_under_xdist(config: pytest.Config, target: Target) -> None:
     """pytest-xdist (``-n``) may run the contracts on the embedded mock only, one mock per worker.
 
-    A URL or the live API is one server for all workers. Each contract resets a mock through its
-    control plane, so the workers would undo each other's setup; and on live each worker would
+    A URL or the live API is one server for all workers. Each contract configures a mock through
+    its control plane, so the workers would undo each other's setup; and on live each worker would
     count jobs against its own ``--live-max-jobs`` and pay for its own shared jobs. A counter in a
     locked file shared by the workers could hold the number of jobs, but not which contracts the cap
     pays for (that comes from running free contracts first, then billable ones in priority order,
@@ -94,7 +103,7 @@ def refuse_a_shared_target_under_xdist(config: pytest.Config, target: Target) ->
     if distributed and target.kind != MOCK:
         raise pytest.UsageError(
             f"--target {target.spec} cannot run under pytest-xdist (-n/--dist): every worker would use that "
-            f"one server, resetting each other's mock state and, on live, each counting jobs against its own "
+            f"one server, undoing each other's mock configuration and, on live, each counting jobs against its own "
             f"--live-max-jobs. Run it without -n; -n is fine with the embedded mock (--target mock).")
 
 
@@ -125,7 +134,8 @@ class ContractsState:
         self.config = config
         opt = config.option
         try:
-            self.target = resolve_target(opt.contracts_target, live_base_url=opt.contracts_live_base_url)
+            self.target = resolve_target(opt.contracts_target, live_base_url=opt.contracts_live_base_url,
+                                         reset=opt.contracts_reset_target)
         except TargetError as exc:
             raise pytest.UsageError(str(exc)) from None
         refuse_a_shared_target_under_xdist(config, self.target)
@@ -245,12 +255,13 @@ class ContractsState:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
-        """The one place where a test that cannot run on this target becomes a skip: ``NoControlPlane``
-        or ``BudgetExhausted``, from this plugin's setup, a fixture, the test or the HTTP session.
+        """The one place where a test that cannot run on this target becomes a skip: ``NoControlPlane``,
+        ``BudgetExhausted`` or ``SharedTarget``, from this plugin's setup, a fixture, the test, the HTTP
+        session or the control plane.
         A contract's report also carries its rows and observations, so that an xdist controller,
         which runs no test itself, can fold it into the ledger."""
         report = yield
-        if call.excinfo is not None and call.excinfo.errisinstance((NoControlPlane, BudgetExhausted)):
+        if call.excinfo is not None and call.excinfo.errisinstance((NoControlPlane, BudgetExhausted, SharedTarget)):
             path, line = item.location[:2]
             report.outcome, report.longrepr = "skipped", (path, line + 1, f"Skipped: {call.excinfo.value}")
         if is_contract(item):
@@ -340,14 +351,14 @@ class ContractRun:
 
     @property
     def control(self):
-        """The mock's control plane (``mockserver.testing.MockControl``). ``NoControlPlane`` on live
+        """The mock's control plane (``contracts.control.ContractControl``). ``NoControlPlane`` on live
         or on a URL that is not a mock, so no contract can ever reach a control plane there."""
         if self.target.is_live or not self.target.has_control:
             raise NoControlPlane(self.target.control_reason)
         if self._control is None:
-            from mockserver.testing import MockControl
+            from .control import ContractControl
 
-            self._control = MockControl(self.target.base_url)
+            self._control = ContractControl(self.target.base_url, owned=self.target.owned, token=control_token())
         return self._control
 
     def client(self, api_key: str | None = None, *, no_key: bool = False):
@@ -369,17 +380,29 @@ class ContractRun:
         )
 
     def reset(self) -> None:
-        if self.target.has_control:
+        """A fresh start for the next contract, on a target the suite owns (elsewhere, nothing)."""
+        if self.target.has_control and self.target.owned:
             self.control.reset()
 
+    def restore(self) -> None:
+        """On a target the suite does not own: put back the configuration the contracts changed."""
+        if self._control is not None and not self.target.owned:
+            self._control.restore()
+
     def close(self) -> None:
+        """Leave a URL target as found (or, with ``--reset-target``, as it started), then disconnect."""
         from mockserver.testing import close_session
 
-        close_session(self.session)
-        if self._control is not None:
-            self._control.close()
-        if self._server is not None:
-            self._server.close()
+        try:
+            if self._control is not None and self.target.kind == URL:
+                self.reset()
+                self.restore()
+        finally:
+            close_session(self.session)
+            if self._control is not None:
+                self._control.close()
+            if self._server is not None:
+                self._server.close()
 
 
 def start_embedded_mock():
@@ -460,8 +483,10 @@ def contract_run(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def contract(contract_run: ContractRun, request: pytest.FixtureRequest) -> ContractContext:
-    """One contract test's view of the target; a mock target is reset first."""
+def contract(contract_run: ContractRun, request: pytest.FixtureRequest):
+    """One contract test's view of the target: one the suite owns is reset first; on any other, the
+    configuration the contract changed is put back after it (its jobs stay, other users' too)."""
     contract_run.session.exchanges.clear()
     contract_run.reset()
-    return ContractContext(contract_run, request.node)
+    yield ContractContext(contract_run, request.node)
+    contract_run.restore()

@@ -215,11 +215,11 @@ class JobTranscript:
 
 
 def run_job(run, data: dict[str, Any], *, early_downloads: bool = False, downloads: bool = True) -> JobTranscript:
-    """Create one job and record its whole life. On a mock with a control plane the mock is reset
-    and set to keep the job PENDING until its first status poll (so PENDING is always seen) and
-    not to fail it at random."""
+    """Create one job and record its whole life. On a mock with a control plane the mock (if the
+    suite owns it) is reset and set to keep the job PENDING until its first status poll (so PENDING
+    is always seen) and not to fail it at random (the contract that asked for the job puts that back)."""
     if run.target.has_control:
-        run.control.reset()
+        run.reset()
         run.control.configure(lifecycle="polls", pending_polls=1, failure_rate=0.0)
     client = run.client()
     t = JobTranscript(request=dict(data))

@@ -1,10 +1,10 @@
 """What the contracts talk to: the target (embedded mock, a URL, or live), the live job budget, and
 the HTTP session every contract request goes through. (The control plane is
-``mockserver.testing.MockControl``, reached through the run, which refuses it where there is none.)
+``contracts.control.ContractControl``, reached through the run, which refuses it where there is none.)
 
 Nothing here starts a server or sends a request at import time, and nothing here knows pytest: a
-contract that cannot run raises ``NoControlPlane`` or ``BudgetExhausted``, and the plugin reports it
-as skipped.
+contract that cannot run raises ``NoControlPlane``, ``BudgetExhausted`` or ``SharedTarget``, and the
+plugin reports it as skipped.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from urllib.parse import urlsplit
 
 import requests
 
+from mockserver.testing import TOKEN_HEADER
+
 MOCK, URL, LIVE = "mock", "url", "live"
 TARGET_ENV = "CONTRACTS_TARGET"
 API_KEY_ENV = "IMAGEPIPELINE_API_KEY"
 OTHER_KEY_ENV = "CONTRACTS_OTHER_API_KEY"
+CONTROL_TOKEN_ENV = "SD35_MOCK_CONTROL_TOKEN"  # a URL target's --control-token, if it was started with one
 DEFAULT_LIVE_URL = "https://api.imagepipeline.io"
 DEFAULT_MAX_JOBS = 6
 # Keys used against mocks (which accept any non-empty key unless configured otherwise).
@@ -30,7 +33,7 @@ SUBMIT_PATH = "/sd3_5/v1"
 CAP_REASON = "live job cap"
 
 __all__ = ["Target", "JobBudget", "ContractSession", "resolve_target", "ContractsError", "TargetError",
-           "NoControlPlane", "BudgetExhausted", "MOCK", "URL", "LIVE", "CAP_REASON"]
+           "NoControlPlane", "BudgetExhausted", "SharedTarget", "MOCK", "URL", "LIVE", "CAP_REASON"]
 
 
 class ContractsError(Exception):
@@ -51,6 +54,11 @@ class BudgetExhausted(ContractsError):
     sent, and reported by the plugin as a skip."""
 
 
+class SharedTarget(ContractsError):
+    """A contract would reset the target or move its clock, on a target the suite does not own (a
+    URL without ``--reset-target``): it is reported as skipped, and the target keeps its jobs."""
+
+
 @dataclass
 class Target:
     """Where the contracts run. ``base_url`` is filled in for the embedded mock once it is started."""
@@ -62,6 +70,7 @@ class Target:
     has_control: bool = False       # whether /__mock__/ answers (never on live)
     control_reason: str = ""        # why there is no control plane
     spec: str = ""                  # what the user asked for (--target value)
+    owned: bool = False             # the suite may reset it: the embedded mock, or --reset-target
 
     @property
     def is_live(self) -> bool:
@@ -72,8 +81,10 @@ class Target:
                 "spec": self.spec}
 
 
-def resolve_target(spec: str | None, *, live_base_url: str | None = None, env: dict | None = None) -> Target:
-    """The target named by ``--target`` (or $CONTRACTS_TARGET): ``mock``, ``live`` or a URL.
+def resolve_target(spec: str | None, *, live_base_url: str | None = None, reset: bool = False,
+                   env: dict | None = None) -> Target:
+    """The target named by ``--target`` (or $CONTRACTS_TARGET): ``mock``, ``live`` or a URL;
+    ``reset`` (``--reset-target``) lets the suite reset a URL target, as it does the embedded mock.
 
     Raises TargetError for anything unusable, notably ``live`` without $IMAGEPIPELINE_API_KEY.
     """
@@ -82,8 +93,10 @@ def resolve_target(spec: str | None, *, live_base_url: str | None = None, env: d
     other = env.get(OTHER_KEY_ENV) or None
     if live_base_url and spec != LIVE:
         raise TargetError("--live-base-url only applies to --target live")
+    if reset and spec in (MOCK, LIVE):
+        raise TargetError("--reset-target only applies to a --target URL (the embedded mock is always reset)")
     if spec == MOCK:
-        return Target(MOCK, None, MOCK_KEY, MOCK_OTHER_KEY, has_control=True, spec=spec)
+        return Target(MOCK, None, MOCK_KEY, MOCK_OTHER_KEY, has_control=True, spec=spec, owned=True)
     if spec == LIVE:
         key = env.get(API_KEY_ENV, "").strip()
         if not key:
@@ -100,7 +113,7 @@ def resolve_target(spec: str | None, *, live_base_url: str | None = None, env: d
         base = spec.rstrip("/")
         _check_url(base, "--target")
         key = env.get(API_KEY_ENV, "").strip() or MOCK_KEY
-        return Target(URL, base, key, other, has_control=False, spec=spec)
+        return Target(URL, base, key, other, has_control=False, spec=spec, owned=reset)
     raise TargetError(f"--target must be 'mock', 'live' or an http(s):// URL, got {spec!r}")
 
 
@@ -110,10 +123,17 @@ def _check_url(url: str, option: str) -> None:
         raise TargetError(f"{option} must be an http(s):// URL, got {url!r}")
 
 
+def control_token(env: dict | None = None) -> str | None:
+    """The control token of a mock started with one: the variable the mock itself reads."""
+    return (os.environ if env is None else env).get(CONTROL_TOKEN_ENV) or None
+
+
 def probe_control(base_url: str, timeout: float = 5.0) -> tuple[bool, str]:
     """Whether ``/__mock__/health`` answers ``{"ok": true}``; raises TargetError if nothing answers."""
+    token = control_token()
     try:
-        resp = requests.get(base_url + "/__mock__/health", timeout=timeout, allow_redirects=False)
+        resp = requests.get(base_url + "/__mock__/health", timeout=timeout, allow_redirects=False,
+                            headers={TOKEN_HEADER: token} if token else None)
     except requests.RequestException as exc:
         raise TargetError(f"target {base_url} does not answer: {type(exc).__name__}: {exc}") from exc
     try:

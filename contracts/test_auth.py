@@ -16,8 +16,10 @@ WRONG_KEY = "contracts-wrong-key-000000000000"
 
 
 def _make_key_matter(contract) -> None:
-    """A mock accepts any non-empty key unless told otherwise: tell it which keys are valid."""
-    if contract.target.has_control:
+    """A mock accepts any non-empty key unless told otherwise: tell it which keys are valid. Only a
+    mock that accepts any key is told (and the contract's end lifts the restriction again): one with
+    keys of its own keeps them, as GET answers them redacted and they could not be put back."""
+    if contract.target.has_control and not contract.control.found["api_keys"]:
         keys = [contract.target.api_key] + ([contract.target.other_key] if contract.target.other_key else [])
         contract.control.configure(api_keys=keys)
 

@@ -281,6 +281,11 @@ def test_resolve_target():
         resolve_target("mock", live_base_url="http://x.test", env={})
     with pytest.raises(TargetError, match="must be 'mock', 'live' or an http"):
         resolve_target("staging", env={})
+    assert resolve_target("mock", env={}).owned and not url.owned
+    assert resolve_target("http://h.test:9", reset=True, env={}).owned
+    for spec in ("mock", "live"):
+        with pytest.raises(TargetError, match="--reset-target only applies to a --target URL"):
+            resolve_target(spec, reset=True, env={"IMAGEPIPELINE_API_KEY": "k"})
 
 
 def test_probe_control_tells_a_mock_from_another_server():

@@ -1,6 +1,7 @@
 """The contract suite's targets, run for real in a separate pytest process: a ``python -m mockserver``
-selected by URL, the live mode's refusal without a key or under xdist, bad options, and the plugin
-staying out of the way of a project's own tests (and working from one, with ``--pyargs contracts``).
+selected by URL (left as the suite found it, or reset with ``--reset-target``), the live mode's refusal
+without a key or under xdist, bad options, and the plugin staying out of the way of a project's own
+tests (and working from one, with ``--pyargs contracts``).
 
 Nothing here contacts the live API: live runs point ``--live-base-url`` at a local stand-in.
 """
@@ -14,11 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from mockserver.testing import MockControl, launch
 
 REPO = Path(__file__).resolve().parents[1]
-ENV_VARS = ("IMAGEPIPELINE_API_KEY", "CONTRACTS_TARGET", "CONTRACTS_OTHER_API_KEY", "IMAGEPIPELINE_BASE_URL")
+ENV_VARS = ("IMAGEPIPELINE_API_KEY", "CONTRACTS_TARGET", "CONTRACTS_OTHER_API_KEY", "IMAGEPIPELINE_BASE_URL",
+            "SD35_MOCK_CONTROL_TOKEN")
 
 
 def run_pytest(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -35,17 +38,66 @@ def mockserver_process():
         yield mock.url
 
 
-def test_the_suite_passes_against_a_separately_started_mockserver(mockserver_process, tmp_path):
-    """The whole suite, the target chosen by $CONTRACTS_TARGET (the same as --target URL)."""
+def submit_as_another_user(url: str) -> str:
+    """A job of someone else using the same mock (the developer's app), sent with plain requests."""
+    body = {"prompt": "their picture", "negative_prompt": "", "num_inference_steps": 4, "samples": 1,
+            "guidance_scale": 0.0}
+    resp = requests.post(url + "/sd3_5/v1", json=body, headers={"API-Key": "someone-else"}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id"]
+
+
+def test_the_suite_passes_against_a_separately_started_mockserver_and_leaves_it_as_found(mockserver_process,
+                                                                                         tmp_path):
+    """The whole suite, the target chosen by $CONTRACTS_TARGET (the same as --target URL), on a mock
+    someone else uses too: their job and the configuration they set are still there afterwards."""
+    control = MockControl(mockserver_process)
+    control.configure(lifecycle="polls", pending_polls=3, webhook_backoff=0.3)
+    theirs = submit_as_another_user(mockserver_process)
+    before = control.config()
     report = tmp_path / "url.json"
     done = run_pytest("contracts", "-q", "--contracts-report", str(report), "--contracts-examples", "25",
                       env={"CONTRACTS_TARGET": mockserver_process})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert control.config() == before
+    assert control.job(theirs)["id"] == theirs                  # not reset away
+    submit_as_another_user(mockserver_process)                  # no key restriction left behind
+    control.close()
     data = json.loads(report.read_text())
     assert data["target"] == {"kind": "url", "base_url": mockserver_process, "control_plane": True,
                               "spec": mockserver_process}
-    assert data["summary"] == {"held": 28, "failed": 0, "not_checked": 0}
-    assert "sd35 contract ledger" in done.stdout and "28 held, 0 failed, 0 not checked" in done.stdout
+    assert data["summary"] == {"held": 27, "failed": 0, "not_checked": 1}
+    [l22] = [row for row in data["rows"] if row["id"] == "L22"]  # it moves the clock a day on: not on a shared mock
+    assert l22["result"] == "not_checked" and "needs --reset-target" in l22["tests"][0]["reason"]
+    assert "sd35 contract ledger" in done.stdout and "27 held, 0 failed, 1 not checked" in done.stdout
+
+
+def test_with_reset_target_every_contract_runs_and_the_mock_ends_as_it_started(mockserver_process, tmp_path):
+    control = MockControl(mockserver_process)
+    started = control.config()
+    control.configure(pending_polls=3)
+    submit_as_another_user(mockserver_process)
+    report = tmp_path / "url.json"
+    done = run_pytest("contracts", "-q", "--target", mockserver_process, "--reset-target", "--contracts-report",
+                      str(report), "--contracts-examples", "10")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert json.loads(report.read_text())["summary"] == {"held": 28, "failed": 0, "not_checked": 0}
+    assert control.jobs() == [] and control.config() == started
+    control.close()
+
+
+def test_a_mock_with_keys_of_its_own_keeps_them():
+    """The auth contracts restrict keys only on a mock that accepts any key (and lift it after): GET
+    answers keys redacted, so a mock's own keys could never be put back."""
+    with launch("--pending-seconds", "0", "--quiet", "--api-key", "their-key-1", "--api-key", "our-key-22") as mock:
+        control = MockControl(mock.url)
+        before = control.config()
+        done = run_pytest("contracts", "-q", "--target", mock.url, "--ledger-rows", "L03",
+                          env={"IMAGEPIPELINE_API_KEY": "our-key-22"})
+        after = control.config()
+        control.close()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert after == before
 
 
 def test_live_without_a_key_refuses_at_once_and_sends_nothing():
@@ -117,3 +169,13 @@ def test_a_project_runs_the_suite_with_pyargs(tmp_path):
     data = json.loads(report.read_text())
     assert {r["id"] for r in data["rows"] if r["result"] == "held"} == {"L03", "L13"}
     assert data["target"]["kind"] == "mock"
+
+
+def test_a_url_target_started_with_a_control_token_is_driven_with_the_same_variable():
+    """The contracts read the token the mock itself reads ($SD35_MOCK_CONTROL_TOKEN): mock-only contracts run."""
+    with launch("--pending-seconds", "0", "--quiet", env={"SD35_MOCK_CONTROL_TOKEN": "t0ken"}) as mock:
+        done = run_pytest("contracts", "--target", mock.url, "--ledger-rows", "L28", env={"SD35_MOCK_CONTROL_TOKEN": "t0ken"})
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert "skipped" not in done.stdout.splitlines()[-1]
+        without = run_pytest("contracts", "--target", mock.url, "--ledger-rows", "L28")
+        assert "mock-only" in without.stdout and "401" in without.stdout
