@@ -66,8 +66,8 @@ class MockBackend:
     # -- configuration -----------------------------------------------------------------------
 
     def _apply_config(self, config: MockConfig, reseed: bool = True) -> None:
+        self.validator = RequestValidator(config.profile)  # first: if it fails, nothing has changed
         self.config = config
-        self.validator = RequestValidator(config.profile)
         self.webhooks.update(timeout=config.webhook_timeout, max_attempts=config.webhook_max_attempts,
                              backoff=config.webhook_backoff, allow_hosts=config.webhook_allow_hosts)
         if reseed:  # never on other changes: re-seeding mid-run would hand out the same ids again

@@ -1,17 +1,28 @@
-"""``python -m mockserver``: serve the twin with waitress. Every option has an environment variable."""
+"""``python -m mockserver``: serve the twin with waitress. Every option has an environment variable, and
+every value is checked before anything starts: a bad one exits 2 with one line naming the option."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from .backend import MockBackend
 from .config import MockConfig, load_profile
-from .errors import MockError
+from .errors import FieldError, MockError
+from .webhooks import is_loopback_host
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the option, not argparse's usage block above it."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _env(name: str, default=None):
@@ -20,15 +31,73 @@ def _env(name: str, default=None):
     return os.environ.get(f"SD35_MOCK_{name}", default)
 
 
+def _flag(name: str) -> bool:
+    return _env(name, "") not in ("", "0", "false")
+
+
+def _whole(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high`` (``int`` alone takes -1 and 80000, which
+    waitress turns into a traceback or, modulo 65536, another port)."""
+    def whole(text: str) -> int:
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(high)) and low <= int(text) <= high):
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a whole number from {low} to {high}")
+        return int(text)
+    return whole
+
+
+def _host(text: str) -> str:
+    """An argparse type: an IP address, or a name that resolves (one lookup, before anything starts)."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if not text or all(c.isdigit() or c == "." for c in text):  # 999.1.1.1: a bad address, not a name
+        problem = "not an IP address"
+    else:
+        try:
+            socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)
+            return text
+        except (OSError, UnicodeError) as exc:
+            problem = f"does not resolve ({exc})"
+    raise argparse.ArgumentTypeError(f"invalid address {text!r}: {problem}; give an IP address such as 127.0.0.1 "
+                                     f"or 0.0.0.0, or a host name")
+
+
+def _public_url(text: str) -> str:
+    """An argparse type: an http(s) URL with a host, the base of every download URL."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid URL {text!r}: {exc}") from None
+    if any(c.isspace() or not c.isprintable() for c in text) or parts.scheme not in ("http", "https") \
+            or not parts.hostname or not all(c.isalnum() or c in ".-_:" for c in parts.hostname) \
+            or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"invalid URL {text!r}: must be http:// or https:// with a host name, no "
+                                         f"spaces or control characters, no query or fragment")
+    return text
+
+
+def _by_option(parser: argparse.ArgumentParser, error: FieldError) -> str:
+    """A config error as argparse words it: "failure_rate" → "argument --failure-rate: ...", and
+    "profile.limits.x" → "argument --profile: limits.x: ..."."""
+    options = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    field, _, inner = error.field.partition(".")
+    return f"argument {options.get(field, field)}: {inner + ': ' if inner else ''}{error.message}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m mockserver",
         description="An offline twin of the ImagePipeline SD3.5 API (POST /sd3_5/v1, GET /sd3_5/v1/status/{id}).",
         epilog="Every option also reads SD35_MOCK_<NAME> from the environment, e.g. SD35_MOCK_PORT=9000, "
                "SD35_MOCK_API_KEYS=k1,k2. The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",
     )
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=_env("PORT", "8080"), help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--host", type=_host, default=_env("HOST", "127.0.0.1"),
+                   help="address to bind (default 127.0.0.1; another address warns unless --control-token is set)")
+    p.add_argument("--port", type=_whole(0, 65535), default=_env("PORT", "8080"),
+                   help="port (default 8080; 0 picks a free one)")
     keys = [k for k in _env("API_KEYS", "").split(",") if k]
     p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
                    help="accept only this key (repeatable); with none, any non-empty key is accepted")
@@ -37,22 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)")
     p.add_argument("--pending-polls", type=int, default=_env("PENDING_POLLS") or None,
                    help="instead: a job finishes on its N-th status poll")
-    p.add_argument("--manual", action="store_true", default=_env("MANUAL", "") not in ("", "0", "false"),
+    p.add_argument("--manual", action="store_true", default=_flag("MANUAL"),
                    help="instead: jobs stay PENDING until the control plane completes or fails them")
     p.add_argument("--failure-rate", type=float, default=_env("FAILURE_RATE", "0"),
                    help="share of jobs that end in FAILURE (0..1, default 0)")
     p.add_argument("--seed", type=int, default=_env("SEED") or None, help="seed for ids, failures and faults")
-    p.add_argument("--public-url", default=_env("PUBLIC_URL"),
+    p.add_argument("--public-url", type=_public_url, default=_env("PUBLIC_URL"),
                    help="base of download URLs (behind a proxy or in a container); default: the request's host")
     p.add_argument("--profile", default=_env("PROFILE"), help="JSON file overriding the assumed behaviours")
     p.add_argument("--webhook-allow-host", dest="webhook_allow_hosts", action="append",
                    default=[h for h in _env("WEBHOOK_ALLOW_HOSTS", "").split(",") if h], metavar="HOST",
                    help="deliver webhooks to this host too (loopback is always allowed; '*' allows any)")
     p.add_argument("--max-jobs", type=int, default=_env("MAX_JOBS", "10000"), help="jobs kept at most")
-    p.add_argument("--threads", type=int, default=_env("THREADS", "4"),
+    p.add_argument("--threads", type=_whole(1, 256), default=_env("THREADS", "4"),
                    help="threads serving requests (default 4: more only add GIL contention, fewer cost throughput)")
-    p.add_argument("--quiet", action="store_true", default=_env("QUIET", "") not in ("", "0", "false"),
-                   help="log warnings only")
+    p.add_argument("--control-token", default=_env("CONTROL_TOKEN"), metavar="TOKEN",
+                   help="every control-plane call must send this token in the X-Mock-Token header (prefer "
+                        "SD35_MOCK_CONTROL_TOKEN: other users can see arguments)")
+    p.add_argument("--no-control-plane", action="store_true", default=_flag("NO_CONTROL_PLANE"),
+                   help="serve no control plane: every path under /__mock__/ is a 404")
+    p.add_argument("--quiet", action="store_true", default=_flag("QUIET"), help="log warnings only")
     return p
 
 
@@ -72,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         failure_rate=args.failure_rate, seed=args.seed, public_url=args.public_url,
         profile=load_profile(args.profile), max_jobs=args.max_jobs,
         webhook_allow_hosts=tuple(args.webhook_allow_hosts),
+        control_token=args.control_token, control_plane=not args.no_control_plane,
     )
 
 
@@ -80,13 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except MockError as exc:
-        parser.error(exc.message)
-    if not 1 <= args.threads <= 256:
-        parser.error("--threads: must be from 1 to 256")
+    except MockError as exc:  # a value the config refuses: named by the option that set it
+        parser.error("; ".join(_by_option(parser, e) for e in exc.errors))
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .http import create_app
+    from .http.guard import serving_at
     from .server import make_server, server_url, tune_serving_process
 
     tune_serving_process()
@@ -97,12 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"sd35-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
+    serving_at(app, args.host, server.effective_port)
     # SIGTERM ends the mock as Ctrl-C does. Without a handler, a container's first process (PID 1) ignores
-    # it, and `docker stop` waits 10 s before it kills.
+    # it, and `docker stop` waits 10 s before it kills. From here on every line is inside the try: a signal
+    # that lands while the ready line is being printed must still end the mock with 0.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"sd35-mock listening on {server_url(server, args.host)}", flush=True)
     try:
+        if config.control_plane and config.control_token is None and not is_loopback_host(args.host):
+            print(f"sd35-mock: warning: --host {args.host} can be reached from other machines, and the control "
+                  f"plane has no token: anyone who reaches the mock can drive /__mock__/ (set "
+                  f"SD35_MOCK_CONTROL_TOKEN, or --no-control-plane)", file=sys.stderr, flush=True)
+        print(f"sd35-mock listening on {server_url(server, args.host)}", flush=True)
         gc.freeze()
         server.run()
     except KeyboardInterrupt:

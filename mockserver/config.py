@@ -6,7 +6,8 @@ sizes, the public URL; with the command line's host, port and threads) are fixed
 patching one is refused, naming it, rather than echoed and ignored.
 
 The profile is data (``profiles/default.json``, deep-merged with a user's file) so that when a live
-run shows the real value of an assumed behaviour, the mock is corrected by editing data, not code.
+run shows the real value of an assumed behaviour, the mock is corrected by editing data, not code. Every
+merged profile is checked whole against ``profiles/schema.json`` before it takes effect.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FieldError, InvalidRequest
+from .profile_schema import check_profile
 
 LIFECYCLES = ("immediate", "seconds", "polls", "manual")
 
@@ -42,21 +44,32 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def merged_profile(base: dict, *overrides: object) -> dict:
+    """``overrides`` (a user's file, ``PATCH /__mock__/config``'s ``profile``) merged over ``base`` in turn, and
+    the result checked whole against the profile schema before anyone uses it: ``InvalidRequest`` naming
+    every bad key (``profile.http_status.pending``) if it fails."""
+    profile = base
+    for override in overrides:
+        if not isinstance(override, dict):
+            raise InvalidRequest(FieldError("profile", "type", "must be a JSON object"))
+        override = {k: v for k, v in override.items() if k != "_comment"}  # a note for people, as in default.json
+        try:
+            profile = deep_merge(profile, override)
+        except RecursionError:  # a value nested as deeply as JSON allows: never a profile
+            raise InvalidRequest(FieldError("profile", "depth", "is nested too deeply")) from None
+    check_profile(profile)
+    return profile
+
+
 def load_profile(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """The default profile, with a user's profile file and then ``overrides`` merged over it."""
-    profile = load_default_profile()
+    """The default profile, with a user's profile file and then ``overrides`` merged over it, checked."""
+    user = None
     if path:
         try:
             user = json.loads(Path(path).read_text("utf-8"))
         except (OSError, ValueError) as exc:
             raise InvalidRequest(FieldError("profile", "readable", f"cannot read {path}: {exc}")) from exc
-        if not isinstance(user, dict):
-            raise InvalidRequest(FieldError("profile", "type", "must be a JSON object"))
-        user.pop("_comment", None)
-        profile = deep_merge(profile, user)
-    if overrides:
-        profile = deep_merge(profile, overrides)
-    return profile
+    return merged_profile(load_default_profile(), *[o for o in (user, overrides) if o is not None])
 
 
 STARTUP = {"startup": True}
@@ -90,6 +103,9 @@ class MockConfig:
     max_body_bytes: int = field(default=1_048_576, metadata=STARTUP)
     image_cache_bytes: int = field(default=32 * 1024 * 1024, metadata=STARTUP)
     webhook_records: int = field(default=1_000, metadata=STARTUP)
+    # Who may drive the control plane (docs/wire.md): with a token, only callers sending it; or nobody.
+    control_token: str | None = field(default=None, metadata=STARTUP, repr=False)
+    control_plane: bool = field(default=True, metadata=STARTUP)
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,8 +129,16 @@ class MockConfig:
         for name in ("webhook_timeout", "webhook_backoff", "job_ttl_seconds"):
             if not _finite(getattr(self, name)) or getattr(self, name) < 0:
                 problems.append(FieldError(name, "minimum", "must be a finite number >= 0"))
+        token = self.control_token
+        if token is not None and not (isinstance(token, str) and token and all(" " < c < "\x7f" for c in token)):
+            problems.append(FieldError("control_token", "pattern",
+                                       "must be a non-empty text of visible ASCII characters (it is sent as a header)"))
+        if not isinstance(self.control_plane, bool):
+            problems.append(FieldError("control_plane", "type", "must be true or false"))
         if not isinstance(self.profile, dict):
             problems.append(FieldError("profile", "type", "must be an object"))
+        elif not problems:
+            check_profile(self.profile)  # a profile built in code is held to the same schema as a file's
         if problems:
             raise InvalidRequest(problems)
 
@@ -131,9 +155,7 @@ class MockConfig:
             raise InvalidRequest(problems)
         values = dict(changes)
         if "profile" in values:
-            if not isinstance(values["profile"], dict):
-                raise InvalidRequest(FieldError("profile", "type", "must be an object"))
-            values["profile"] = deep_merge(self.profile, values["profile"])
+            values["profile"] = merged_profile(self.profile, values["profile"])
         for name in ("api_keys", "webhook_allow_hosts"):
             if name in values:
                 if not isinstance(values[name], (list, tuple)):

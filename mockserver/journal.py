@@ -5,11 +5,18 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+MAX_HEADERS, HEADER_CHARS = 100, 500
 SECRET_HEADERS = {"api-key", "authorization", "cookie", "proxy-authorization"}
 
 
 def redact(value: str) -> str:
     return "***" if value else ""
+
+
+def _text(value: object, limit: int | None = None) -> str:
+    """A recorded value as text any answer can encode: records are kept as they came (a lone surrogate
+    included), so it is reading them that must never fail."""
+    return str(value)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Journal:
@@ -24,8 +31,11 @@ class Journal:
 
     def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
                duration_ms: float, fault: str | None = None) -> None:
-        """``headers``: (name, value) pairs or a mapping."""
+        """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
+        ``HEADER_CHARS``, so an entry stays small whatever a client sends."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
+        if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
+            pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
         raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault)
         with self._lock:
             self._seq += 1
@@ -36,10 +46,10 @@ class Journal:
         text = body.decode("utf-8", "replace")[: self.body_chars]
         entry = {
             "at": at,
-            "method": method,
-            "path": path,
-            "query": query[:500],
-            "headers": {k: redact(v) if k.lower() in SECRET_HEADERS else v[:500] for k, v in pairs},
+            "method": _text(method),
+            "path": _text(path),
+            "query": _text(query, 500),
+            "headers": {_text(k): redact(v) if str(k).lower() in SECRET_HEADERS else _text(v, 500) for k, v in pairs},
             "body": text,
             "body_truncated": body_len > len(text.encode("utf-8")),
             "status": status,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -13,20 +16,90 @@ import waitress
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
+from waitress.utilities import (InternalServerError, RequestEntityTooLarge, RequestHeaderFieldsTooLarge,
+                                ServerNotImplemented)
 
 from .backend import MockBackend
 from .config import MockConfig
+from .errors import FieldError
+
+HEADER_TIMEOUT = 10.0    # seconds to send a request's headers, from its first byte (from connecting, for the first)
+MAX_HEADER_BYTES = 64 * 1024  # real clients send a few KB; it bounds what a request can make the mock hold
+IDLE_TIMEOUT = 15        # seconds a kept-alive connection may sit idle
+CONNECTION_LIMIT = 1000  # parallel test runners and load tests open many sockets
+
+# Refusals waitress makes itself, before the app sees the request: the field, rule and message of their body
+# (any other is a malformed request: a bad request line or header, broken chunked encoding).
+WAITRESS_ERRORS = {
+    RequestEntityTooLarge: ("body", "maxLength", "is too large"),
+    RequestHeaderFieldsTooLarge: ("headers", "maxLength", "are too large"),
+    ServerNotImplemented: ("Transfer-Encoding", "supported", "is not supported: only chunked is"),
+    InternalServerError: ("server", "internal", "internal error in the mock (see its log)"),
+}
+
+
+class _ErrorTask(ErrorTask):
+    """waitress's own refusals in the FAILURE JSON of every other rejection, not its plain text."""
+
+    def execute(self):
+        from .http.answers import failure_body  # Flask loads with the app, not with this module
+
+        error = self.request.error
+        field, rule, message = WAITRESS_ERRORS.get(type(error), ("request", "valid", f"is malformed: {error.body}"))
+        if isinstance(error, RequestEntityTooLarge):
+            message += f": at most {self.channel.max_body_bytes} bytes"
+        body = json.dumps(failure_body([FieldError(field, rule, message)]), separators=(",", ":")).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
 
 
 class _Channel(HTTPChannel):
-    """waitress's channel, minus a busy loop that collapses throughput under concurrency.
+    """waitress's channel, minus a busy loop that collapses throughput under concurrency, with a deadline
+    for a request's headers, and room kept for new clients.
 
     With a worker still writing its answer, the stock channel reports itself writable; the I/O thread
     then fails to take the output lock, loops, and holds the GIL while doing so, starving the very
     workers it waits for (measured: 2,400 req/s at 8 connections, 630 at 32, 37 at 128). A channel
     whose task is running is left to that task, which flushes its own output and wakes the loop when
     done; only a full buffer or a close needs the I/O thread. (Compare Pylons/waitress#177.)
+
+    waitress's only timeout restarts on every byte, so a client sending a header byte a second held its
+    connection for good; at the connection limit waitress stops accepting, and such clients lock all
+    others out. So a request's headers are due ``header_timeout`` after its first byte, and a new
+    connection at the limit closes the one idle the longest.
     """
+
+    error_task_class = _ErrorTask
+
+    def __init__(self, server, sock, addr, adj, map=None, *, header_timeout: float, max_body_bytes: int):
+        super().__init__(server, sock, addr, adj, map)
+        self.header_timeout, self.max_body_bytes = header_timeout, max_body_bytes
+        self.headers_due: float | None = self.creation_time + header_timeout
+        if len(self._map) >= adj.connection_limit:
+            self._make_room()
+
+    def _make_room(self) -> None:
+        """Close the connection with no request in service that has been quiet the longest."""
+        idle = [c for c in self.server.active_channels.values() if c is not self and not c.requests]
+        if idle:
+            min(idle, key=lambda c: c.last_activity).handle_close()
+
+    def received(self, data):
+        taken = super().received(data)
+        if self.request is None or self.request.headers_finished:
+            self.headers_due = None
+        elif self.headers_due is None:
+            self.headers_due = time.time() + self.header_timeout
+        return taken
+
+    def readable(self):
+        if self.headers_due is not None and not self.requests and time.time() > self.headers_due:
+            self.will_close = True  # no answer was promised yet: just close
+        return super().readable()
 
     def writable(self):
         if self.requests and self.total_outbufs_len < self.adj.outbuf_high_watermark:
@@ -45,18 +118,19 @@ def tune_serving_process() -> None:
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
-                max_body_bytes: int = 1_048_576) -> BaseWSGIServer:
+                max_body_bytes: int = 1_048_576, *, header_timeout: float = HEADER_TIMEOUT,
+                idle_timeout: int = IDLE_TIMEOUT, connection_limit: int = CONNECTION_LIMIT) -> BaseWSGIServer:
     """A bound, not yet running, waitress server; ``port=0`` picks a free port."""
     server = waitress.create_server(
-        app, host=host, port=port, threads=threads, ident="sd35-mock",
-        connection_limit=1000,              # parallel test runners and load tests open many sockets
+        app, host=host, port=port, threads=threads, ident="sd35-mock", connection_limit=connection_limit,
         asyncore_use_poll=True,             # no select() limit of 1024 descriptors
-        # waitress spools bodies to a temp file and answers a plain-text 413 past its own cap; below that
-        # Flask refuses anything over max_body_bytes with a JSON 413, so clients see one error shape.
+        # waitress spools bodies to a temp file and refuses (413) past its own cap; below that Flask refuses
+        # anything over max_body_bytes with a 413 (both FAILURE JSON: one error shape).
         max_request_body_size=max(64 * 1024 * 1024, 4 * max_body_bytes),
-        channel_timeout=60, clear_untrusted_proxy_headers=True,
+        max_request_header_size=MAX_HEADER_BYTES,
+        channel_timeout=idle_timeout, cleanup_interval=min(5, idle_timeout), clear_untrusted_proxy_headers=True,
     )
-    server.channel_class = _Channel
+    server.channel_class = functools.partial(_Channel, header_timeout=header_timeout, max_body_bytes=max_body_bytes)
     return server
 
 
@@ -102,13 +176,16 @@ class RunningServer:
 
 
 def start(config: MockConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, threads: int = 4,
-          backend: MockBackend | None = None) -> RunningServer:
-    """Start a real server in a daemon thread; the caller closes it."""
+          backend: MockBackend | None = None, **limits) -> RunningServer:
+    """Start a real server in a daemon thread; the caller closes it. ``limits``: ``make_server``'s
+    ``header_timeout``, ``idle_timeout`` and ``connection_limit``."""
     from .http import create_app
+    from .http.guard import serving_at
 
     backend = backend or MockBackend(config)
     app = create_app(backend=backend)
-    server = make_server(app, host, port, threads, backend.config.max_body_bytes)
+    server = make_server(app, host, port, threads, backend.config.max_body_bytes, **limits)
+    serving_at(app, host, server.effective_port)  # no webhook to the mock itself
     thread = threading.Thread(target=server.run, name="sd35-mock-server", daemon=True)
     thread.start()
     return RunningServer(server_url(server, host), backend, app, server, thread)

@@ -9,6 +9,8 @@ in a subprocess or in a container.
         control = MockControl(mock.url)
         control.configure(lifecycle="manual")
         ...
+
+A mock started with ``--control-token T`` wants ``MockControl(url, token=T)``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from typing import Any
 import requests
 
 __all__ = ["ControlError", "MockControl", "WebhookReceiver", "WebhookCall", "LaunchedMock", "launch",
-           "close_session"]
+           "close_session", "TOKEN_HEADER"]
+
+TOKEN_HEADER = "X-Mock-Token"  # the control token's header (mockserver.http.guard; this module speaks HTTP only)
 
 
 class ControlError(AssertionError):
@@ -42,16 +46,21 @@ class ControlError(AssertionError):
 
 
 class MockControl:
-    """The mock's control plane (``/__mock__/``) over HTTP. It needs no API key: bind the mock to loopback."""
+    """The mock's control plane (``/__mock__/``) over HTTP. It needs no API key; ``token`` is the mock's
+    ``--control-token``, sent with every call (and only with these calls, whatever ``session`` is shared with)."""
 
-    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 30.0):
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 30.0, *,
+                 token: str | None = None):
         self.url = url.rstrip("/")
         self.http = session or requests.Session()
         self.timeout = timeout
+        self.token = token
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         """The raw answer, for a test that inspects it (e.g. 409 for a terminal job)."""
         kwargs.setdefault("timeout", self.timeout)
+        if self.token is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), TOKEN_HEADER: self.token}
         return self.http.request(method, f"{self.url}/__mock__{path}", **kwargs)
 
     def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200, 201), **kwargs) -> Any:
@@ -273,6 +282,9 @@ class LaunchedMock:
 def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
            python: str = sys.executable, cwd: str | None = None, wrapper: tuple[str, ...] = ()) -> LaunchedMock:
     """Start ``python -m mockserver --port 0 ARGS`` and wait for its "listening on" line.
+
+    With ``"--control-token", T`` in ``ARGS`` (or ``SD35_MOCK_CONTROL_TOKEN`` in ``env``), drive it with
+    ``MockControl(mock.url, token=T)``.
 
     ``env`` is added to this process's environment; ``wrapper`` runs the command under another (e.g.
     ``("unshare", "--pid", "--fork")``). Its output is drained by a thread (and kept in

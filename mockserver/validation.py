@@ -7,12 +7,16 @@ naming its field and rule.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+from collections import deque
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import jsonschema
+import re2
 from jsonschema import validators
 
 from .errors import FieldError, InvalidRequest
@@ -90,22 +94,69 @@ def _is_number(_checker, instance) -> bool:
     return not isinstance(instance, float) or math.isfinite(instance)
 
 
-def _anchored_pattern(validator, pattern, instance, schema):
-    """``pattern`` as JSON Schema means it: ``$`` does not match before a trailing newline."""
-    if not isinstance(instance, str):
-        return
-    match = re.search(pattern, instance)
-    if match is None or (pattern.endswith("$") and match.end() != len(instance)):
+# Patterns run on RE2: its time is linear in the text whatever the pattern, so no pattern a profile sets can
+# hang the mock; and its ``$`` matches only at the very end, as JSON Schema's (ECMA-262's) does. RE2 has
+# no ``\uXXXX`` escape (the whitespace above uses it, and a profile may): it is read as ``\x{XXXX}``.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad profile pattern is a 400 naming it, not a line on stderr
+_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)  # a pair, so an escaped backslash stays one
+
+
+@functools.lru_cache(maxsize=64)
+def compile_pattern(pattern: str):
+    """A JSON Schema ``pattern`` compiled by RE2; ``ValueError`` with RE2's reason if it cannot be (it refuses
+    what it cannot match in linear time: look-around, backreferences)."""
+    translated = _ESCAPE.sub(lambda m: "\\x{" + m[1][1:] + "}" if len(m[1]) == 5 else m[0], pattern)
+    try:
+        return re2.compile(translated, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0]
+        raise ValueError(reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)) from None
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate, which is not text") from None
+
+
+def _search(regex, text: str):
+    try:
+        return regex.search(text)
+    except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8, so it reads one as U+FFFD
+        return regex.search(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+
+def _pattern(validator, pattern, instance, schema):
+    """JSON Schema's ``pattern``: a search, not a full match, in RE2."""
+    if isinstance(instance, str) and _search(compile_pattern(pattern), instance) is None:
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_StrictValidator = validators.extend(
+# JSON Schema 2020-12 with JSON's integers and finite numbers (no bool, no NaN), and RE2 patterns.
+StrictValidator = validators.extend(
     jsonschema.Draft202012Validator,
-    validators={"pattern": _anchored_pattern},
+    validators={"pattern": _pattern},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
         {"integer": _is_integer, "number": _is_number}
     ),
 )
+
+
+def rule_message(rule: str, value: object, fallback: str) -> str:
+    """A sentence for people on a broken JSON Schema rule; ``fallback`` (jsonschema's own message, which
+    quotes the value) for any other."""
+    if rule == "type":
+        return f"must be {TYPE_WORDS.get(value, value)}"
+    if rule == "minimum":
+        return f"must be at least {value}"
+    if rule == "maximum":
+        return f"must be at most {value}"
+    if rule == "multipleOf":
+        return f"must be a multiple of {value}"
+    if rule == "minLength":
+        return "must not be empty" if value == 1 else f"must be at least {value} characters"
+    if rule == "maxLength":
+        return f"must be at most {value} characters"
+    if rule == "enum":
+        return "must be one of " + ", ".join(map(str, value))
+    return fallback
 
 
 @dataclass(frozen=True)
@@ -134,7 +185,7 @@ class RequestValidator:
 
     def __init__(self, profile: dict):
         self.schema = request_schema(profile)
-        self._validator = _StrictValidator(self.schema)
+        self._validator = StrictValidator(self.schema)
         self._order = {name: i for i, name in enumerate(self.schema["properties"])}
 
     def validate(self, body: object) -> GenerationRequest:
@@ -159,27 +210,22 @@ class RequestValidator:
         if rule == "required":
             return [FieldError(name, "required", "is required") for name in value if name not in body]
         field = str(error.path[0]) if error.path else "body"
-        if rule == "type":
-            message = f"must be {TYPE_WORDS.get(value, value)}"
-        elif rule == "minimum":
-            message = f"must be at least {value}"
-        elif rule == "maximum":
-            message = f"must be at most {value}"
-        elif rule == "multipleOf":
-            message = f"must be a multiple of {value}"
-        elif rule == "minLength":
-            message = "must not be empty" if value == 1 else f"must be at least {value} characters"
-        elif rule == "maxLength":
-            message = f"must be at most {value} characters"
-        elif rule == "pattern":
+        if rule == "pattern":
             message = PATTERN_MESSAGES.get(field, f"must match {value}")
-        else:  # a keyword a user's profile added: say what jsonschema says
-            message = error.message[:200]
+        else:
+            message = rule_message(rule, value, error.message[:200])
         return [FieldError(field, rule, message)]
 
 
+NOT_TEXT = "must be Unicode text (no lone surrogate, no bytes that are not UTF-8)"
+MAX_TEXT_ERRORS = 20  # a body can hold thousands of bad strings: name the first ones
+MAX_FIELD_CHARS = 200  # and keys of any length, nested a thousand deep
+
+
 def parse_json_body(raw: bytes) -> object:
-    """Decode a request body, turning every way JSON can be broken into a ``body`` error."""
+    """Decode a request body, turning every way JSON can be broken into a ``body`` error, and refusing any
+    string that is not text (a ``"\\udc00"`` escape decodes to a lone surrogate, which no answer, journal or
+    webhook can encode: kept, it would turn every later read of it into a 500)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -187,8 +233,63 @@ def parse_json_body(raw: bytes) -> object:
     if not text.strip():
         raise InvalidRequest(FieldError("body", "required", "is required: send a JSON object"))
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except RecursionError:
         raise InvalidRequest(FieldError("body", "json", "is nested too deeply")) from None
     except ValueError as exc:  # JSONDecodeError, and integers too long to convert
         raise InvalidRequest(FieldError("body", "json", f"is not valid JSON ({str(exc)[:120]})")) from None
+    if "\\u" in text:  # strictly decoded UTF-8 holds no surrogate: only an escape can make one
+        errors = _non_text_fields(document)
+        if errors:
+            raise InvalidRequest(errors)
+    return document
+
+
+def _is_text(value: str) -> bool:
+    """False for a string holding a lone surrogate (from a JSON escape, or bytes read with ``surrogateescape``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    """A name fit to print in an error, even one that is not text itself."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _non_text_fields(document: object) -> list[FieldError]:
+    """The strings and keys of a JSON document that are not text, named by path (``batch_id``,
+    ``profile.limits.x``, ``api_keys[0]``; cut short past ``MAX_FIELD_CHARS``). Breadth first with a queue:
+    a document nested as deeply as ``json.loads`` allows would overflow a recursive walk."""
+    errors: list[FieldError] = []
+    queue = deque([("", document)])
+    while queue and len(errors) < MAX_TEXT_ERRORS:
+        path, value = queue.popleft()
+        if isinstance(value, str) and not _is_text(value):
+            errors.append(FieldError(path or "body", "unicode", NOT_TEXT))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = (f"{path}.{_shown(key)}" if path else _shown(key))[:MAX_FIELD_CHARS]
+                if not _is_text(key):
+                    errors.append(FieldError(child, "unicode", "name " + NOT_TEXT))
+                queue.append((child, item))
+        elif isinstance(value, list):
+            queue.extend((f"{path}[{i}]"[:MAX_FIELD_CHARS], item) for i, item in enumerate(value))
+    return errors[:MAX_TEXT_ERRORS]
+
+
+def check_url_text(path_field: str, path: bytes, query: bytes = b"") -> None:
+    """Refuse a URL whose path or query parameters, percent-decoded, are not UTF-8. werkzeug would read them
+    as other text (U+FFFD in a path; the escapes left as they are in a query, so ``?batch_id=%FF`` would
+    filter on the text ``%FF``). ``path``: the decoded path (WSGI's ``PATH_INFO`` as bytes); ``path_field``:
+    what a bad path is named (only a route's variable part can be anything but ASCII)."""
+    errors = []
+    if not _is_text(path.decode("utf-8", "surrogateescape")):
+        errors.append(FieldError(path_field, "unicode", NOT_TEXT))
+    pairs = parse_qsl(query.decode("utf-8", "surrogateescape"), keep_blank_values=True, errors="surrogateescape")
+    errors += [FieldError(_shown(name)[:MAX_FIELD_CHARS] or "query", "unicode", NOT_TEXT)
+               for name, value in pairs if not (_is_text(name) and _is_text(value))]
+    if errors:
+        raise InvalidRequest(errors[:MAX_TEXT_ERRORS])

@@ -1,5 +1,6 @@
 """Webhook delivery off the request thread, with retries, a record of every attempt, and a
-loopback-only safety net (the mock must never reach the network unless the user allows a host).
+loopback-only safety net (the mock must never reach the network unless the user allows a host, and
+never itself: see ``WebhookDispatcher.forbid``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 
 __all__ = ["WebhookDispatcher", "USER_AGENT", "MAX_BACKOFF", "check_url", "host_allowed",
-           "is_loopback_host", "backoff_delay"]
+           "is_loopback_host", "targets_self", "backoff_delay"]
 
 USER_AGENT = "sd35-mock-webhook"
 MAX_BACKOFF = 30.0
@@ -50,8 +51,18 @@ def host_allowed(host: str, allow_hosts: Iterable[str]) -> bool:
     return "*" in allowed or _norm_host(host) in allowed
 
 
-def check_url(url: object, allow_hosts: Iterable[str]) -> tuple[str, str | None]:
-    """("ok", None), ("error", why) for a malformed URL, or ("blocked", why)."""
+def targets_self(host: str, port: int, own: Iterable[tuple[str, int]]) -> bool:
+    """Whether ``host:port`` reaches the mock itself, given the ``own`` (host, port) addresses it listens on:
+    its bound host, a loopback name, or 0.0.0.0 / :: (which connect to this machine), with its port."""
+    host = _norm_host(host)
+    here = is_loopback_host(host) or host in ("0.0.0.0", "::")
+    return any(port == own_port and (here or host == own_host) for own_host, own_port in own)
+
+
+def check_url(url: object, allow_hosts: Iterable[str],
+              own: Iterable[tuple[str, int]] = ()) -> tuple[str, str | None]:
+    """("ok", None), ("error", why) for a malformed URL, or ("blocked", why) for a host not allowed or the
+    mock's ``own`` address."""
     if not isinstance(url, str) or not url:
         return "error", f"webhook URL must be a non-empty string, got {url!r}"
     if any(ord(c) < 33 or ord(c) == 127 for c in url):
@@ -72,6 +83,10 @@ def check_url(url: object, allow_hosts: Iterable[str]) -> tuple[str, str | None]
         return "error", "webhook URL has no host"
     if other is None or _norm_host(other) != _norm_host(host):
         return "error", "webhook URL host is ambiguous (parsers disagree)"
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    if targets_self(host, port, own):
+        return "blocked", (f"{host}:{port} is the mock's own address: a webhook must never call the mock "
+                           f"itself (one to /__mock__/reset would wipe it)")
     if not host_allowed(host, _allow_snapshot(allow_hosts)):
         return "blocked", (f"host {host!r} is not allowed: the mock only delivers webhooks to loopback "
                            f"(localhost, 127.0.0.0/8, ::1); allow it with --webhook-allow-host {host} "
@@ -133,6 +148,7 @@ class WebhookDispatcher:
         self.max_attempts = 3
         self.backoff = 0.5
         self.allow_hosts: tuple[str, ...] = ()
+        self._own: frozenset[tuple[str, int]] = frozenset()
         self.update(timeout=timeout, max_attempts=max_attempts, backoff=backoff, allow_hosts=allow_hosts)
 
     # --- public API ---------------------------------------------------------------------------
@@ -165,6 +181,12 @@ class WebhookDispatcher:
                 setattr(self, k, v)
             self._cond.notify_all()
 
+    def forbid(self, host: str, port: int) -> None:
+        """Never deliver to ``host:port``, the address the mock listens on (nor to a loopback name with that
+        port): called by whoever binds the server, since only then is the port known. A reset keeps it."""
+        with self._cond:
+            self._own = self._own | {(_norm_host(host), int(port))}
+
     def submit(self, job_id: str, url: str, payload: dict) -> None:
         """Queue a delivery; never blocks, never raises for a bad URL or payload (it is recorded)."""
         job_id = str(job_id)
@@ -172,8 +194,8 @@ class WebhookDispatcher:
             url = repr(url)  # recorded as text, so the records stay JSON; rejected below
         now = self._clock()
         with self._cond:
-            allow = self.allow_hosts
-        verdict, why = check_url(url, allow)
+            allow, own = self.allow_hosts, self._own
+        verdict, why = check_url(url, allow, own)
         if verdict != "ok":
             self._record(job_id, url, 1, verdict, None, why, now, 0.0)
             return
@@ -285,8 +307,9 @@ class WebhookDispatcher:
 
         with self._cond:
             timeout, max_attempts, backoff, allow = self.timeout, self.max_attempts, self.backoff, self.allow_hosts
+            own = self._own
         at = self._clock()
-        verdict, why = check_url(d.url, allow)  # again: allow_hosts may have changed since submit
+        verdict, why = check_url(d.url, allow, own)  # again: allow_hosts may have changed since submit
         if verdict != "ok":
             self._finish(d, verdict, None, why, at, 0.0, retry=False)
             return

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ["backend", "jobs", "validation", "config", "errors", "images", "webhooks", "faults", "journal", "openapi"]
+CORE = ["backend", "jobs", "validation", "config", "profile_schema", "errors", "images", "webhooks", "faults",
+        "journal", "openapi"]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from mockserver.cli import build_parser, config_from_args
-from mockserver.testing import launch
+from mockserver.testing import MockControl, launch
 
 
 @pytest.fixture
@@ -63,22 +63,73 @@ def test_lifecycle_options(args, expected):
     assert (config.lifecycle, config.pending_seconds) == expected
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--failure-rate", "2"], "failure_rate"), (["--pending-seconds", "-1"], "pending_seconds"),
-    (["--public-url", "ftp://x"], "public_url"), (["--profile", "/no/such/file.json"], "profile"),
-    (["--port", "abc"], "invalid int"),
+def refused_at_start(args, env=None):
+    """Run the mock with bad values: it must refuse before it listens (a started one would time out here)."""
+    done = subprocess.run([sys.executable, "-m", "mockserver", *args], capture_output=True, text=True, timeout=20,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no usage block
+    return done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--port", "80000"], ["--port", "-1"], ["--port", "abc"], ["--host", "999.1.1.1"],
+    ["--host", "no-such-host.invalid"], ["--host", ""], ["--public-url", "http://a b"], ["--public-url", "ftp://x"],
+    ["--public-url", "https://"], ["--public-url", "http://a:99999"], ["--public-url", "http://a\x01b"],
+    ["--threads", "0"], ["--threads", "257"], ["--max-jobs", "0"], ["--failure-rate", "2"],
+    ["--pending-seconds", "-1"], ["--pending-seconds", "nan"], ["--profile", "/no/such/file.json"],
+    ["--control-token", ""], ["--control-token", "two words"],
 ])
-def test_bad_options_exit_2_with_the_reason(args, message):
-    done = subprocess.run([sys.executable, "-m", "mockserver", *args], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+def test_a_bad_option_exits_2_with_one_line_naming_it(args):
+    assert f"argument {args[0]}: " in refused_at_start(args)
 
 
-@pytest.mark.parametrize("name,value,option", [("PORT", "x", "--port"), ("THREADS", "two", "--threads"),
-                                               ("PENDING_SECONDS", "soon", "--pending-seconds"), ("SEED", "1.5", "--seed")])
-def test_bad_environment_values_exit_2_naming_the_option(name, value, option):
-    done = subprocess.run([sys.executable, "-m", "mockserver"], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, f"SD35_MOCK_{name}": value})
-    assert done.returncode == 2 and f"argument {option}: invalid" in done.stderr and "Traceback" not in done.stderr
+def test_a_bad_profile_is_named_by_its_option(tmp_path):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"limits": {"samples": {"max": -1}}}))
+    assert "argument --profile: limits.samples.max: " in refused_at_start(["--profile", str(profile)])
+
+
+@pytest.mark.parametrize("name,value,option", [
+    ("PORT", "x", "--port"), ("PORT", "70000", "--port"), ("HOST", "999.1.1.1", "--host"),
+    ("THREADS", "two", "--threads"), ("PENDING_SECONDS", "soon", "--pending-seconds"), ("SEED", "1.5", "--seed"),
+    ("PUBLIC_URL", "http://a b", "--public-url"), ("CONTROL_TOKEN", "", "--control-token"),
+])
+def test_a_bad_environment_value_exits_2_naming_the_option(name, value, option):
+    """An empty SD35_MOCK_CONTROL_TOKEN is refused, not read as "no token": a template left unfilled fails closed."""
+    assert f"argument {option}: " in refused_at_start([], env={f"SD35_MOCK_{name}": value})
+
+
+def test_a_token_from_the_environment_guards_the_control_plane():
+    with launch("--quiet", env={"SD35_MOCK_CONTROL_TOKEN": "env-t0ken"}) as mock:
+        assert MockControl(mock.url).request("GET", "/health").status_code == 401
+        assert MockControl(mock.url, token="env-t0ken").health()
+        assert not any("warning" in line for line in mock.output)
+
+
+def test_no_control_plane_from_the_environment():
+    with launch("--quiet", env={"SD35_MOCK_NO_CONTROL_PLANE": "1"}) as mock:
+        assert requests.get(f"{mock.url}/__mock__/health", timeout=10).status_code == 404
+        assert requests.get(f"{mock.url}/openapi.json", timeout=10).ok  # a liveness check that always answers
+
+
+def test_every_interface_without_a_token_warns_once_and_never_calls_itself():
+    """--host 0.0.0.0 is reachable from the network; this test only sends loopback traffic to it."""
+    with launch("--quiet", "--host", "0.0.0.0", "--pending-seconds", "0") as mock:
+        [warning] = [line for line in mock.output if "warning" in line]
+        assert "--host 0.0.0.0" in warning and "SD35_MOCK_CONTROL_TOKEN" in warning
+        port = mock.url.rsplit(":", 1)[1]
+        control = MockControl(mock.url)
+        assert control.request("GET", "/config", headers={"Host": f"0.0.0.0:{port}"}).status_code == 200
+        assert control.request("GET", "/config", headers={"Host": f"192.0.2.1:{port}"}).status_code == 403
+        body = {"prompt": "p", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0}
+        for own in (f"127.0.0.1:{port}", f"0.0.0.0:{port}"):
+            job = requests.post(f"{mock.url}/sd3_5/v1", json=dict(body, webhook=f"http://{own}/__mock__/reset"),
+                                headers={"API-Key": "k"}, timeout=10).json()
+            assert [r["outcome"] for r in control.webhooks(job["id"])] == ["blocked"]
+        assert len(control.jobs()) == 2
+    with launch("--quiet", "--host", "0.0.0.0", "--control-token", "t0ken") as mock:
+        assert not any("warning" in line for line in mock.output)
 
 
 def test_port_in_use_is_a_clear_error(run_mock):

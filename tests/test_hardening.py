@@ -88,3 +88,13 @@ def test_long_stream_stays_within_caps(jobs):
         assert len(backend._due) == 0
     finally:
         backend.close()
+
+
+def test_a_journal_entry_stays_small_whatever_the_headers():
+    from mockserver.journal import HEADER_CHARS, MAX_HEADERS, Journal
+
+    journal = Journal(size=5, body_chars=100)
+    journal.record(at=0, method="GET", path="/x", query="", headers=[(f"X-{n}", "v" * 10_000) for n in range(5_000)],
+                   body=b"", status=404, duration_ms=1)
+    [entry] = journal.entries()
+    assert len(entry["headers"]) == MAX_HEADERS and all(len(v) <= HEADER_CHARS for v in entry["headers"].values())

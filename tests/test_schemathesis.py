@@ -43,3 +43,22 @@ def test_served_document_is_the_one_tested(http_mock):
     served = requests.get(f"{http_mock.url}/openapi.json", timeout=10).json()
     served.pop("servers")
     assert served == openapi_document(CONFIG.profile)
+
+
+def test_schemathesis_cli_all_checks_and_modes_find_nothing(tmp_path):
+    """The whole tool as a user runs it against a served mock with a closed key list: every check, positive
+    and negative data, the stateful phase (submit -> status links); 0 findings is exit code 0."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mockserver.testing import launch
+
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
+    with launch("--api-key", KEY, "--api-key", "other-key", "--pending-seconds", "0", "--seed", "1", "--quiet") as mock:
+        done = subprocess.run([cli, "run", f"{mock.url}/openapi.json", "--checks", "all", "--mode", "all",
+                               "-H", f"API-Key: {KEY}", "--max-examples", "30", "--seed", "1", "--no-color"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+    assert "passed" in done.stdout and "Tested: 4" in done.stdout

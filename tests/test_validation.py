@@ -1,6 +1,7 @@
 """The request schema: every rule, and the properties 'valid converges' / 'one broken rule is named'."""
 
 import math
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,15 @@ def rejected_fields(body) -> dict[str, set[str]]:
     for error in caught.value.errors:
         fields.setdefault(error.field, set()).add(error.rule)
     return fields
+
+
+def refuses(validator: RequestValidator, field: str, value: str) -> bool:
+    """Whether ``validator`` names ``field`` when the page's example holds ``value`` there."""
+    try:
+        validator.validate(dict(PAGE_EXAMPLE, **{field: value}))
+    except InvalidRequest as caught:
+        return field in {e.field for e in caught.errors}
+    return False
 
 
 def test_page_example_is_valid_and_defaults_apply():
@@ -120,3 +130,38 @@ def test_any_valid_request_is_accepted(body):
 def test_any_request_breaking_one_rule_is_rejected_naming_that_field(case):
     body, field = case
     assert set(rejected_fields(body)) == {field}
+
+
+def test_patterns_match_in_linear_time():
+    """Python's re took 2^n steps for ``(a+)+$`` against n a's and a '!' (n = 40: a core pinned for good)."""
+    validator = RequestValidator(load_profile(overrides={"limits": {"file_prefix_pattern": "(a+)+$"}}))
+    started = time.monotonic()
+    with pytest.raises(InvalidRequest) as caught:
+        validator.validate(dict(PAGE_EXAMPLE, file_prefix="a" * 24 + "!"))
+    assert time.monotonic() - started < 0.5
+    assert [(e.field, e.rule) for e in caught.value.errors] == [("file_prefix", "pattern")]
+
+
+@pytest.mark.parametrize("pattern", ["(?=a)", "(a)\\1", "a{1000}{1000}", "[", "caf\\u00e"])
+def test_a_profile_pattern_re2_cannot_run_is_refused_naming_its_key(pattern):
+    with pytest.raises(InvalidRequest) as caught:
+        load_profile(overrides={"limits": {"file_prefix_pattern": pattern}})
+    assert [(e.field, e.rule) for e in caught.value.errors] == [("profile.limits.file_prefix_pattern", "format")]
+
+
+def test_a_profile_pattern_keeps_json_schema_escapes():
+    """JSON Schema patterns write a code point \\uXXXX (RE2 alone would refuse it); an escaped backslash stays one."""
+    validator = RequestValidator(load_profile(overrides={"limits": {"file_prefix_pattern": "^caf\\u00e9\\\\u$"}}))
+    assert not refuses(validator, "file_prefix", "café\\u")
+    assert refuses(validator, "file_prefix", "cafe\\u")
+
+
+@pytest.mark.parametrize("prompt,valid", [("\u3000\u00a0\ufeff\u2028 \t", False), ("\x1c", True), ("\x85", True)])
+def test_prompt_whitespace_is_ecma_262s(prompt, valid):
+    """As every OpenAPI tool reads the published pattern: Python's \\s would also take U+001C and U+0085."""
+    assert refuses(VALIDATOR, "prompt", prompt) != valid
+
+
+def test_a_lone_surrogate_is_matched_not_a_crash():
+    """RE2 reads UTF-8, which a lone surrogate (JSON allows "\\ud800") is not: it reads as U+FFFD."""
+    assert rejected_fields(dict(PAGE_EXAMPLE, prompt="\ud800", file_prefix="x\udc00")) == {"file_prefix": {"pattern"}}

@@ -10,13 +10,13 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from ..backend import MockBackend
 from ..config import MockConfig
 from ..errors import FieldError, MockError
-from .answers import failure_response, status_for
+from .answers import DEFAULT_STATUS, failure_response, status_for
 from .api import api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
@@ -41,7 +41,8 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     app.url_map.merge_slashes = False  # "//x" is an id of "/x", not a redirect to another job
     app.url_map.converters["anything"] = AnythingConverter
     app.register_blueprint(api)
-    app.register_blueprint(control)
+    if backend.config.control_plane:  # --no-control-plane: /__mock__/ does not exist (guard.py)
+        app.register_blueprint(control)
 
     @app.before_request
     def start_clock():
@@ -61,7 +62,10 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         response = finish_fault(response)
         ctx, req = g._get_current_object(), request._get_current_object()
         if not req.path.startswith("/__mock__"):
-            body = b"" if response.status_code == 413 else req.get_data(cache=True)
+            try:
+                body = req.get_data(cache=True)
+            except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
+                body = b""
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
@@ -70,6 +74,10 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.errorhandler(MockError)
     def mock_error(error: MockError):
+        """The profile shapes what the app under test sees; the control plane keeps fixed codes, so a profile
+        that answers errors with 200 can never make a refused control call look applied."""
+        if request.path.startswith("/__mock__"):
+            return failure_response(error.errors, DEFAULT_STATUS.get(error.kind, 400))
         return failure_response(error.errors, status_for(backend.profile, error.kind))
 
     @app.errorhandler(HTTPException)

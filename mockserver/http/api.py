@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..openapi import openapi_document
-from ..validation import parse_json_body
+from ..validation import check_url_text, parse_json_body
 from .answers import job_response
 
 api = Blueprint("api", __name__)
@@ -13,6 +13,13 @@ api = Blueprint("api", __name__)
 
 def _backend():
     return current_app.extensions["sd35_backend"]
+
+
+@api.before_request
+def refuse_non_text_path():
+    """An id or file name whose bytes are not UTF-8 is a 400 naming it, not read as some other text."""
+    field = "id" if "job_id" in (request.view_args or {}) else "url"
+    check_url_text(field, request.environ["PATH_INFO"].encode("latin-1"))
 
 
 @api.post("/sd3_5/v1")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from flask import Blueprint, current_app, jsonify, request
 
 from ..errors import FieldError, InvalidRequest
 from ..jobs import FAILURE, SUCCESS, JobView
-from ..validation import parse_json_body
+from ..validation import check_url_text, parse_json_body
+from .answers import failure_response
+from .guard import guard_control_plane
 
 control = Blueprint("control", __name__, url_prefix="/__mock__")
+control.before_request(guard_control_plane)  # first: who may call, before any other check
 
 
 def _backend():
@@ -27,9 +31,16 @@ def _json_object(optional: bool = False) -> dict:
     return body
 
 
+@control.before_request
+def refuse_non_text_url():
+    """A job id or query parameter whose bytes are not UTF-8 is a 400 naming it, not read as some other text."""
+    check_url_text("id", request.environ["PATH_INFO"].encode("latin-1"), request.query_string)
+
+
 def _limit() -> int:
     raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    # isdigit() alone takes "²" and 5,000 digits, which int() refuses
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or not 1 <= int(raw) <= 10_000:
         raise InvalidRequest(FieldError("limit", "range", "must be a whole number from 1 to 10000"))
     return int(raw)
 
@@ -57,14 +68,22 @@ def reset():
     return jsonify(ok=True)
 
 
+def _config_body(config) -> dict:
+    """The config as JSON, its control token hidden (a test log must not carry it)."""
+    body = config.as_dict()
+    if body["control_token"] is not None:
+        body["control_token"] = "***"
+    return body
+
+
 @control.get("/config")
 def get_config():
-    return jsonify(_backend().config.as_dict())
+    return jsonify(_config_body(_backend().config))
 
 
-@control.route("/config", methods=["PATCH", "POST"])
+@control.patch("/config")
 def patch_config():
-    return jsonify(_backend().update_config(_json_object()).as_dict())
+    return jsonify(_config_body(_backend().update_config(_json_object())))
 
 
 @control.post("/clock/advance")
@@ -113,10 +132,14 @@ def clear_journal():
     return jsonify(ok=True)
 
 
+WAITING_CALLS = 1  # a waiting call holds one of the server's few threads: the others stay the API's
+
+
 @control.get("/webhooks")
 def webhooks():
     """``?wait=S``: first wait up to S seconds (at most 30) until no delivery is queued or in flight,
-    so a test over HTTP reads settled records without polling."""
+    so a test over HTTP reads settled records without polling. Only ``WAITING_CALLS`` wait at once, so
+    waits cannot take every thread from the API; one more is a 429 naming ``wait`` (retry it)."""
     wait = request.args.get("wait")
     if wait is not None:
         try:
@@ -125,8 +148,24 @@ def webhooks():
             seconds = -1.0
         if not 0 <= seconds <= 30:
             raise InvalidRequest(FieldError("wait", "range", "must be a number of seconds from 0 to 30"))
-        _backend().webhooks.wait_idle(timeout=seconds)
+        if seconds and not _wait_for_deliveries(seconds):
+            response = failure_response([FieldError("wait", "busy", "another call is already waiting: retry")], 429)
+            response.headers["Retry-After"] = "1"
+            return response
     return jsonify(deliveries=_backend().webhooks.records(request.args.get("job_id")))
+
+
+def _wait_for_deliveries(seconds: float) -> bool:
+    """Wait up to ``seconds`` until no delivery is queued or in flight; False at once if ``WAITING_CALLS``
+    calls already wait."""
+    slots = current_app.extensions.setdefault("sd35_waiting_calls", threading.BoundedSemaphore(WAITING_CALLS))
+    if not slots.acquire(blocking=False):
+        return False
+    try:
+        _backend().webhooks.wait_idle(timeout=seconds)
+    finally:
+        slots.release()
+    return True
 
 
 @control.get("/faults")
