@@ -280,8 +280,9 @@ class ImagePipelineClient:
     def download(self, result: JobStatus | Iterable[str], dest_dir: str | os.PathLike[str]) -> list[Path]:
         """Save every image of ``result`` into ``dest_dir``; returns the paths, in URL order.
 
-        The extension comes from the answer's Content-Type (``image/png`` -> ``.png``,
-        ``image/jpeg`` -> ``.jpg``); the name from the URL's last segment (or ``<id>-<n>``).
+        The extension is what the image really is: its first bytes (PNG -> ``.png``, JPEG -> ``.jpg``),
+        else the answer's Content-Type, never the URL's; the name from the URL's last segment (or
+        ``<id>-<n>``). A URL that answers 403, 404 or 410 raises ImageUnavailableError.
         The API key is not sent: the URLs need none and may point at another host.
         """
         if isinstance(result, JobStatus):
@@ -393,11 +394,13 @@ class ImagePipelineClient:
                         retryable = not is_submit
                 else:
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    err = _api_error(resp, retry_after, job_id)
+                    err = _api_error(resp, retry_after, job_id, download=kind == "download")
                     code = resp.status_code
                     retryable = code in (429, 503) if is_submit else (
                         code == 429 or 500 <= code <= 599
                     )
+                    if isinstance(err, errors.CreditsExhaustedError):
+                        retryable = False   # a 429 about credits: waiting does not top the key up
             if not retryable or attempt >= attempts:
                 raise err
             if retry_after is not None:
@@ -499,11 +502,18 @@ def transport_error(exc: requests.RequestException, url: str = "") -> TransportE
     return TransportError(f"request failed{where}: {detail}")
 
 
-def _api_error(resp: requests.Response, retry_after: float | None, job_id: str | None) -> errors.APIError:
+def _api_error(resp: requests.Response, retry_after: float | None, job_id: str | None,
+               download: bool = False) -> errors.APIError:
     try:
         body: Any = json.loads(resp.content)
     except (ValueError, RecursionError):
         body = resp.text
+    if download and resp.status_code in (403, 404, 410):
+        # a download sends no key: 403 is a signed URL that expired, not an authentication failure
+        return errors.ImageUnavailableError(
+            f"download {_redact(resp.url or '')} answered {resp.status_code}: "
+            f"the image is not ready yet, or its URL has expired",
+            status_code=resp.status_code, body=body, job_id=job_id)
     if 300 <= resp.status_code < 400:
         where = resp.headers.get("Location", "?")
         return errors.APIError(
@@ -533,7 +543,18 @@ def _retry_after(value: str | None, now: Callable[[], float] = time.time) -> flo
     return max(0.0, seconds)
 
 
+#: an image's first bytes, which say what it is whatever the URL or the Content-Type claim
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF87a", ".gif"), (b"GIF89a", ".gif"))
+
+
 def _extension(resp: requests.Response, url: str, job_id: str | None) -> str:
+    """The extension of what was really sent: the image's own first bytes, else its Content-Type."""
+    head = resp.content[:16]
+    for magic, ext in _MAGIC:
+        if head.startswith(magic):
+            return ext
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype in _IMAGE_EXTENSIONS:
         return _IMAGE_EXTENSIONS[ctype]

@@ -43,6 +43,7 @@ EXIT_JOB_FAILED = 4
 EXIT_TIMEOUT = 5
 EXIT_NOT_FOUND = 6
 EXIT_SAVE_FAILED = 7
+EXIT_NO_CREDITS = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m client",
         description="Generate images with ImagePipeline Stable Diffusion 3.5 (or its offline mock).",
         epilog="exit codes: 0 ok, 1 error, 2 invalid input, 3 auth failed, 4 job failed, "
-               "5 timed out, 6 unknown job, 7 images not saved, 130 interrupted",
+               "5 timed out, 6 unknown job, 7 images not saved, 8 no credits, 130 interrupted",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -291,6 +292,9 @@ def _report(exc: errors.ImagePipelineError, err: TextIO, args: argparse.Namespac
     print(f"error: {exc}", file=err)
     if isinstance(exc, errors.InvalidRequestError):
         code = EXIT_INVALID
+    elif isinstance(exc, errors.CreditsExhaustedError):
+        code = EXIT_NO_CREDITS
+        print("hint: the API key has no credits left; top it up, then run the command again", file=err)
     elif isinstance(exc, errors.AuthenticationError):
         code = EXIT_AUTH
         if exc.status_code == 401:

@@ -10,6 +10,8 @@
     │   ├── AuthenticationError         401, 403: missing, unknown or refused API key
     │   ├── InvalidRequestError         400, 413, 422 (or the client's own check): ``.fields``
     │   ├── NotFoundError               404: unknown job id (or a job of another key)
+    │   │   └── ImageUnavailableError   a download URL answered 403, 404 or 410: not ready, or expired
+    │   ├── CreditsExhaustedError       402 (or a 403/429 whose text says so): the key has no credits left
     │   ├── RateLimitedError            429: ``.retry_after`` seconds, or None
     │   └── ServerError                 5xx
     ├── UnexpectedResponseError         a 2xx answer the client cannot use: malformed JSON,
@@ -38,6 +40,8 @@ __all__ = [
     "AuthenticationError",
     "InvalidRequestError",
     "NotFoundError",
+    "ImageUnavailableError",
+    "CreditsExhaustedError",
     "RateLimitedError",
     "ServerError",
     "UnexpectedResponseError",
@@ -128,13 +132,25 @@ class InvalidRequestError(APIError):
         self.fields: tuple[str, ...] = _unique(
             str(e["field"]) for e in self.errors if isinstance(e, dict) and e.get("field") is not None
         )
-        if not self.fields and isinstance(body, dict) and isinstance(body.get("error"), str):
-            self.fields = fields_from_error_text(body["error"])
+        if not self.fields and isinstance(body, dict):
+            for key in _TEXT_KEYS:   # the rejection's text, wherever the server puts it
+                if isinstance(body.get(key), str):
+                    self.fields = fields_from_error_text(body[key])
+                    if self.fields:
+                        break
+
+
+#: where an error body may carry its text: the page's ``error``, or the common ``message``, ``detail``
+_TEXT_KEYS = ("error", "message", "detail")
 
 
 def _errors_from_body(body: Any) -> list[dict[str, Any]]:
     if isinstance(body, dict) and isinstance(body.get("errors"), list):
         return [e for e in body["errors"] if isinstance(e, dict)]
+    if isinstance(body, dict) and isinstance(body.get("detail"), list):   # FastAPI's 422: loc and msg
+        return [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                 "rule": str(e.get("type", "invalid")), "message": str(e.get("msg", ""))}
+                for e in body["detail"] if isinstance(e, dict) and isinstance(e.get("loc"), list)]
     return []
 
 
@@ -154,6 +170,16 @@ def fields_from_error_text(text: str) -> tuple[str, ...]:
 
 class NotFoundError(APIError):
     """404: the job id is unknown to this key (or a download URL is not ready or expired)."""
+
+
+class ImageUnavailableError(NotFoundError):
+    """A download URL answered 403, 404 or 410: the image is not ready yet, or its URL has expired
+    (signed storage URLs often answer 403 once expired; no API key is involved in a download)."""
+
+
+class CreditsExhaustedError(APIError):
+    """402 (or a 403/429 whose text speaks of credits): the key has no credits left. Not retried;
+    no job was created."""
 
 
 class RateLimitedError(APIError):
@@ -206,6 +232,8 @@ def error_for_status(
     """The APIError subclass for an error HTTP status, its message taken from the body."""
     message = _message_from_body(body) or f"HTTP {status_code}"
     kwargs: dict[str, Any] = {"status_code": status_code, "body": body, "job_id": job_id}
+    if status_code == 402 or (status_code in (403, 429) and "credit" in message.lower()):
+        return CreditsExhaustedError(message, **kwargs)
     if status_code in (401, 403):
         return AuthenticationError(message, **kwargs)
     if status_code in (400, 413, 422):
@@ -221,7 +249,7 @@ def error_for_status(
 
 def _message_from_body(body: Any) -> str:
     if isinstance(body, dict):
-        for key in ("error", "message", "detail"):
+        for key in _TEXT_KEYS:
             value = body.get(key)
             if isinstance(value, str) and value.strip():
                 return value.strip()

@@ -200,7 +200,8 @@ class JobStatus:
             raise unexpected("'download_urls' must be a list of non-empty strings")
         urls_t = tuple(urls or ())
 
-        error = body.get("error")
+        # the page's "error"; "message" or "detail" if the provider names it otherwise
+        error = next((body[k] for k in ("error", "message", "detail") if body.get(k) not in (None, "")), None)
         if error is not None and not isinstance(error, str):
             error = str(error)
         batch = body.get("batch_id")

@@ -1,5 +1,8 @@
 """Fixtures of the client suite: a fake clock (no real sleeping), clients wired to it, and a real
-mock server on a free port, driven through ``mockserver.testing.MockControl``."""
+mock server on a free port, driven through ``mockserver.testing.MockControl``.
+
+The real mock honours ``--sd35-variants`` (the plugin's ``sd35_variant``): ``pytest tests/client
+--sd35-variants`` runs every test of the real mock once per plausible variant of its assumptions."""
 
 from __future__ import annotations
 
@@ -77,10 +80,21 @@ def rsps():
 class RunningMock:
     """The session's mock: its URL, its control plane, and clients of it on virtual clocks."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, variant=None) -> None:
         self.url = url
         self.control = MockControl(url)
+        self.variant = variant   # a mockserver.variants.Variant, or None (the baseline)
         self._clients: list[ImagePipelineClient] = []
+
+    def reset(self) -> None:
+        """No jobs, faults or journal; the start-up config, with the run's variant over it."""
+        self.control.reset()
+        if self.variant is not None:
+            self.control.configure(profile=self.variant.profile)
+
+    def profile(self) -> dict:
+        """The profile in effect (the variant's overlay included)."""
+        return self.control.config()["profile"]
 
     def client(self, clock: FakeClock | None = None, **kwargs) -> ImagePipelineClient:
         """A client of this mock on a virtual clock: backoff and polling never sleep for real."""
@@ -106,11 +120,13 @@ class RunningMock:
 
 
 @pytest.fixture(scope="session")
-def mock_server():
-    """One real mock for the client suite (a session: starting waitress per test is waste)."""
+def mock_server(sd35_variant):
+    """One real mock for the client suite (a session: starting waitress per test is waste); one per
+    variant with ``--sd35-variants``. Tests that use it directly call ``reset()`` themselves."""
     running = start(MockConfig(lifecycle="polls", pending_polls=1, seed=20240601, webhook_backoff=0.0))
-    mock = RunningMock(running.url)
+    mock = RunningMock(running.url, sd35_variant)
     assert mock.control.health()
+    mock.reset()
     yield mock
     mock.close_clients()
     running.close()
@@ -118,6 +134,6 @@ def mock_server():
 
 @pytest.fixture
 def mock(mock_server):
-    """The session's mock, reset: no jobs, no faults, no journal, the start-up config."""
-    mock_server.control.reset()
+    """The session's mock, reset: no jobs, no faults, no journal, the start-up config (and variant)."""
+    mock_server.reset()
     return mock_server

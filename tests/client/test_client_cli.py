@@ -211,11 +211,13 @@ def test_cli_end_to_end_on_the_mock(mock, tmp_path, clock):
                      "--base-url", mock.url, "--api-key", "k"], make_client=make_client, stdout=out, stderr=err)
     assert code == 0, err.getvalue()
     paths = [Path(p) for p in out.getvalue().splitlines()]
-    assert len(paths) == 2 and all(p.exists() and p.suffix == ".png" and p.name.startswith("harbour-") for p in paths)
+    assert len(paths) == 2 and all(p.exists() and p.name.startswith("harbour-") for p in paths)
+    for path in paths:   # named by what the server sent, not by what the direct link is assumed to be
+        assert path.suffix == (".png" if path.read_bytes().startswith(b"\x89PNG") else ".jpg")
 
-    code = cli.main(["generate", "x", "--samples", "3", "--base-url", mock.url, "--api-key", "k"],
+    code = cli.main(["generate", "x", "--samples", "5", "--base-url", mock.url, "--api-key", "k"],
                     make_client=make_client, stdout=io.StringIO(), stderr=err)
-    assert code == cli.EXIT_INVALID and "samples: must be at most 2" in err.getvalue()
+    assert code == cli.EXIT_INVALID and "samples: must be at most" in err.getvalue()
 
     mock.control.configure(api_keys=["right"])
     code = cli.main(["status", "whatever", "--base-url", mock.url, "--api-key", "wrong"],
@@ -231,3 +233,10 @@ def test_ctrl_c_while_waiting_exits_130_with_the_job_id(rsps, clock):
     rsps.add_callback(responses.GET, STATUS, callback=interrupt)
     code, out, err = run(["generate", "x"], clock)
     assert code == cli.EXIT_INTERRUPTED and "status job1 --wait" in err and out == ""
+
+
+def test_no_credits_exits_8_with_a_hint(rsps, clock):
+    rsps.add(responses.POST, SUBMIT, status=402, json={"status": "FAILURE", "error": "API-Key: has no credits left"})
+    code, out, err = run(["generate", "x"], clock)
+    assert code == cli.EXIT_NO_CREDITS == 8 and out == ""
+    assert "HTTP 402: API-Key: has no credits left" in err and "no credits left" in err.splitlines()[-1]

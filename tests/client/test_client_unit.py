@@ -679,3 +679,79 @@ def test_transport_errors_keep_their_cause_for_debugging(api, rsps):
 def test_202_accepted_is_a_pending_answer(api, rsps):
     rsps.add(responses.POST, SUBMIT, status=202, json=PENDING)  # one observed client expects 202
     assert api.submit(prompt="x").is_pending
+
+
+# --- the API's unknowns (the variants of mockserver/profiles/variants.json) ----------------------
+
+@pytest.mark.parametrize("code", [403, 404, 410])
+def test_an_expired_or_unready_download_is_image_unavailable(api, rsps, tmp_path, code):
+    rsps.add(responses.GET, BASE + "/files/gone", status=code, json={"status": "FAILURE", "error": "expired"})
+    with pytest.raises(client.ImageUnavailableError) as info:
+        api.download([BASE + "/files/gone"], tmp_path)
+    assert info.value.status_code == code and isinstance(info.value, NotFoundError)
+    assert not isinstance(info.value, AuthenticationError) and len(rsps.calls) == 1   # not retried
+    assert "expired" in str(info.value) and list(tmp_path.iterdir()) == []
+
+
+def test_download_names_files_by_their_bytes_not_their_claims(api, rsps, tmp_path):
+    rsps.add(responses.GET, BASE + "/images/a.jpg", body=b"\x89PNG\r\n\x1a\nrest", content_type="image/jpeg")
+    rsps.add(responses.GET, BASE + "/files/b", body=b"\xff\xd8\xff\xe0rest", content_type="application/octet-stream")
+    paths = api.download([BASE + "/images/a.jpg", BASE + "/files/b"], tmp_path)
+    assert [p.name for p in paths] == ["a.png", "b.jpg"]
+
+
+@pytest.mark.parametrize("code, text", [(402, "Insufficient credits"), (403, "API-Key: has no credits left"),
+                                        (429, "out of credits")])
+def test_no_credits_is_credits_exhausted_and_never_retried(api, rsps, code, text):
+    rsps.add(responses.POST, SUBMIT, status=code, json={"status": "FAILURE", "error": text})
+    with pytest.raises(client.CreditsExhaustedError) as info:
+        api.submit(prompt="x")
+    assert info.value.status_code == code and text in str(info.value) and len(rsps.calls) == 1
+    assert isinstance(info.value, client.APIError) and not isinstance(info.value, AuthenticationError)
+
+
+def test_a_403_or_429_without_credits_in_its_text_keeps_its_meaning(api, rsps):
+    rsps.add(responses.POST, SUBMIT, status=403, json={"error": "API-Key: refused"})
+    with pytest.raises(AuthenticationError):
+        api.submit(prompt="x")
+
+
+@pytest.mark.parametrize("key", ["error", "message", "detail"])
+@pytest.mark.parametrize("code", [400, 422])
+def test_a_rejection_names_its_fields_whichever_key_holds_the_text(api, rsps, key, code):
+    rsps.add(responses.POST, SUBMIT, status=code, json={"status": "FAILURE", key: "samples: must be at most 2; width: x"})
+    with pytest.raises(InvalidRequestError) as info:
+        api.submit(prompt="x")
+    assert info.value.fields == ("samples", "width") and info.value.status_code == code
+    assert str(info.value) == f"HTTP {code}: samples: must be at most 2; width: x"
+
+
+def test_a_fastapi_422_names_its_fields(api, rsps):
+    rsps.add(responses.POST, SUBMIT, status=422, json={"detail": [
+        {"loc": ["body", "samples"], "msg": "must be at most 2", "type": "less_than_equal"}]})
+    with pytest.raises(InvalidRequestError) as info:
+        api.submit(prompt="x")
+    assert info.value.fields == ("samples",) and info.value.errors[0]["message"] == "must be at most 2"
+
+
+@pytest.mark.parametrize("code", [200, 202])
+def test_pending_with_200_or_202_then_success(api, rsps, code):
+    rsps.add(responses.POST, SUBMIT, status=code, json={"status": "PENDING", "id": "job1"})
+    rsps.add(responses.GET, STATUS(), status=code, json={"status": "PENDING", "id": "job1"})
+    rsps.add(responses.GET, STATUS(), json={"status": "SUCCESS", "id": "job1", "download_urls": [BASE + "/i/1"]})
+    assert api.generate(prompt="x").download_urls == (BASE + "/i/1",)
+    assert len(rsps.calls) == 3
+
+
+def test_success_straight_from_the_submit_is_not_polled(api, rsps):
+    rsps.add(responses.POST, SUBMIT, json={"status": "SUCCESS", "id": "job1", "download_urls": [BASE + "/i/1"]})
+    assert api.generate(prompt="x").is_success and len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize("body", [{"status": "FAILURE", "error": "boom"}, {"status": "FAILURE", "message": "boom"},
+                                  {"status": "FAILURE", "id": "job1", "detail": "boom"}])
+def test_a_failure_with_or_without_id_and_its_text_anywhere(api, rsps, body):
+    rsps.add(responses.POST, SUBMIT, json=body)
+    with pytest.raises(client.JobFailedError) as info:
+        api.generate(prompt="x")
+    assert info.value.error == "boom" and info.value.job_id == body.get("id")
