@@ -1,5 +1,6 @@
-"""Auth contracts: the API-Key header on both endpoints (L03), HTTP 401 (L15), and the jobs of
-another key (L21). All but L21 send only requests that are refused, so they are free on live."""
+"""Auth contracts: the API-Key header on both endpoints (L03), HTTP 401 (L15), the jobs of
+another key (L21), and a key without credits (L29, mock-only). All but L21 send only requests that are
+refused, so they are free on live."""
 
 from __future__ import annotations
 
@@ -96,3 +97,29 @@ def test_jobs_of_another_key_are_not_visible(contract):
     assert foreign.value.status_code == unknown.value.status_code
     # the owner still sees it
     assert contract.client.status(job.id).id == job.id
+
+
+@pytest.mark.ledger("L29")
+@pytest.mark.mock_only
+def test_a_key_without_credits_is_refused_with_402_and_nothing_is_created(contract):
+    """A submit past the key's balance answers HTTP 402 with a FAILURE body naming API-Key (rule
+    ``credits``), and creates no job. The key is given a balance of 0 and lifted again before the contract
+    ends; a mock with balances of its own keeps them (GET answers them redacted: they could not be put back)."""
+    if contract.control.found.get("credits"):
+        pytest.skip("the target has credit balances of its own: they are redacted and could not be put back")
+    contract.control.configure(credits={contract.target.api_key: 0})
+    try:
+        resp = contract.http.post(contract.url("/sd3_5/v1"), data=json.dumps(CHEAPEST),
+                                  headers={"Content-Type": "application/json", "API-Key": contract.target.api_key},
+                                  timeout=30, allow_redirects=False)
+        spent = contract.control.credits()
+    finally:
+        contract.control.configure(credits={})
+    body = resp.json()
+    contract.observe("L29", {"sent": "a submit with a key of 0 credits", "http_status": resp.status_code,
+                             "body": resp.text[:300]}, profile={"http_status": {"no_credits": resp.status_code}})
+    assert resp.status_code == 402, f"a key without credits answered HTTP {resp.status_code}, not 402: {resp.text[:200]}"
+    assert body.get("status") == "FAILURE" and isinstance(body.get("error"), str) and body["error"], body
+    assert "API-Key" in body["error"] and any(e.get("field") == "API-Key" and e.get("rule") == "credits"
+                                              for e in body.get("errors", [])), body
+    assert [(a["spent"], a["balance"]) for a in spent] == [(0, 0)], f"the refused submit spent credits: {spent}"

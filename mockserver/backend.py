@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .config import MockConfig
-from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, NotFound, Unauthorized
+from .config import MockConfig, redacted_map
+from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, NoCredits, NotFound, Unauthorized
 from .faults import FaultInjector
 from .images import CONTENT_TYPES, ImageCache, ImageSpec
 from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore, JobView
@@ -57,7 +57,9 @@ class MockBackend:
         self._closed = False
         self.store = JobStore(self.initial_config.max_jobs, self.initial_config.job_ttl_seconds)
         self.journal = Journal(self.initial_config.journal_size, self.initial_config.journal_body_chars)
+        self._credits: dict[str, list[int]] = {}          # key -> [balance, spent], for keys with a balance
         self._apply_config(self.initial_config)
+        self._set_credits(self.initial_config.credits, keep_spent=False)
 
     @property
     def profile(self) -> dict:
@@ -79,6 +81,8 @@ class MockBackend:
         new = self.config.updated(changes)
         with self.store.lock:
             self._apply_config(new, reseed=new.seed != self.config.seed)
+            if "credits" in changes:  # only a patch naming credits sets balances: another one leaves them be
+                self._set_credits(new.credits, keep_spent=True)
             self._due.clear()
             if new.lifecycle == "seconds":
                 for job in self.store:
@@ -97,6 +101,37 @@ class MockBackend:
             self.webhooks.clear()
             self.faults.clear(self.initial_config.seed)
             self._apply_config(self.initial_config)
+            self._set_credits(self.initial_config.credits, keep_spent=False)
+
+    # -- credits (ledger row 29) ---------------------------------------------------------------------
+
+    def _set_credits(self, balances: dict[str, int], keep_spent: bool) -> None:
+        """Give each key of ``balances`` that balance now; every other key has no limit. A key that keeps a
+        balance keeps its spend (``keep_spent``) unless the start-up balances are being restored. Caller holds
+        the store lock, or is ``__init__``."""
+        self._credits = {key: [balance, self._credits[key][1] if keep_spent and key in self._credits else 0]
+                         for key, balance in balances.items()}
+
+    def _charge(self, key: str, cost: int) -> None:
+        """Spend ``cost`` credits of ``key``, or refuse the whole submit if its balance is short (nothing
+        is spent then). A key without a balance has no limit. Caller holds the store lock."""
+        account = self._credits.get(key)
+        if account is None:
+            return
+        if account[0] < cost:
+            raise NoCredits(FieldError(
+                "API-Key", "credits",
+                f"has no credits left for this job: it costs {cost} (one per sample) and the balance is "
+                f"{account[0]}; top up the key (mock: --credits KEY=N or PATCH /__mock__/config)"))
+        account[0] -= cost
+        account[1] += cost
+
+    def credits(self) -> list[dict]:
+        """Each key with a balance: its spend since start-up or reset, and its balance; keys redacted."""
+        with self.store.lock:
+            by_key = redacted_map({key: {"spent": spent, "balance": balance}
+                                   for key, (balance, spent) in self._credits.items()})
+        return [dict(key=key, **account) for key, account in by_key.items()]
 
     # -- the public API ------------------------------------------------------------------------
 
@@ -111,8 +146,9 @@ class MockBackend:
         """A new job for a valid request (``body``: the parsed JSON); ``base_url``: where its downloads live
         unless ``public_url`` says otherwise."""
         owner = self.authenticate(api_key)
-        request = self.validator.validate(body)
+        request = self.validator.validate(body)  # an invalid body spends nothing
         with self.store.lock:
+            self._charge(owner, request.samples)  # first: a refused submit creates nothing
             now = self.clock.now()
             job_id = self._new_id()
             names = [f"{request.file_prefix or ''}{job_id}-{n}.png" for n in range(1, request.samples + 1)]
@@ -126,7 +162,12 @@ class MockBackend:
             self.store.add(job, now)
             if self.config.lifecycle == "seconds":
                 self._schedule(job)
-            self._progress(job)
+            finished = self.profile.get("submit", {}).get("finished", "lifecycle")
+            if finished == "never":  # the answer is PENDING; the job itself goes on per lifecycle
+                view = self._view(job)
+                self._progress(job)
+                return view
+            self._progress(job, at_once=finished == "always")
             return self._view(job)
 
     def status(self, api_key: str | None, job_id: str) -> JobView:
@@ -177,13 +218,15 @@ class MockBackend:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def _progress(self, job: Job) -> None:
-        """Finish a pending job if the lifecycle says it is time. Caller holds the store lock."""
+    def _progress(self, job: Job, at_once: bool = False) -> None:
+        """Finish a pending job if the lifecycle says it is time (``at_once``: now, whatever it says). Caller
+        holds the store lock."""
         if job.status != PENDING:
             return
         cfg = self.config
         due = (
-            cfg.lifecycle == "immediate"
+            at_once
+            or cfg.lifecycle == "immediate"
             or (cfg.lifecycle == "seconds" and self.clock.now() >= job.created_at + cfg.pending_seconds)
             or (cfg.lifecycle == "polls" and job.polls >= cfg.pending_polls)
         )

@@ -14,8 +14,8 @@ import sys
 from urllib.parse import urlsplit
 
 from .backend import MockBackend
-from .config import MockConfig, load_profile
-from .errors import FieldError, MockError
+from .config import MAX_CREDITS, MockConfig, load_profile
+from .errors import FieldError, InvalidRequest, MockError
 from .webhooks import is_loopback_host
 
 
@@ -43,6 +43,23 @@ def _whole(low: int, high: int):
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a whole number from {low} to {high}")
         return int(text)
     return whole
+
+
+def _credit(text: str) -> tuple[str, int]:
+    """An argparse type: ``KEY=N``, a key's credit balance (ledger row 29), N a whole number."""
+    key, sep, count = text.rpartition("=")
+    if not (sep and key and count.isascii() and count.isdigit() and int(count) <= MAX_CREDITS):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be KEY=N, N a whole number from 0 to "
+                                         f"{MAX_CREDITS}")
+    return key, int(count)
+
+
+def _env_credits(text: str) -> dict[str, int]:
+    """SD35_MOCK_CREDITS (``k1=5,k2=0``), checked as ``--credits`` checks each of its values."""
+    try:
+        return dict(_credit(item.strip()) for item in text.split(",") if item.strip())
+    except argparse.ArgumentTypeError as exc:
+        raise InvalidRequest(FieldError("credits", "pattern", f"{exc} (in SD35_MOCK_CREDITS)")) from None
 
 
 def _host(text: str) -> str:
@@ -92,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mockserver",
         description="An offline twin of the ImagePipeline SD3.5 API (POST /sd3_5/v1, GET /sd3_5/v1/status/{id}).",
         epilog="Every option also reads SD35_MOCK_<NAME> from the environment, e.g. SD35_MOCK_PORT=9000, "
-               "SD35_MOCK_API_KEYS=k1,k2. The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",
+               "SD35_MOCK_API_KEYS=k1,k2, SD35_MOCK_CREDITS=k1=5,k2=0. The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",
     )
     p.add_argument("--host", type=_host, default=_env("HOST", "127.0.0.1"),
                    help="address to bind (default 127.0.0.1; another address warns unless --control-token is set)")
@@ -102,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
                    help="accept only this key (repeatable); with none, any non-empty key is accepted")
     p.set_defaults(env_keys=keys)
+    p.add_argument("--credits", type=_credit, action="append", default=None, metavar="KEY=N",
+                   help="KEY has N credits (repeatable); each image of an accepted submit spends one, and a submit "
+                        "past the balance is refused (402); a key not named has no limit")
+    p.set_defaults(env_credits=_env("CREDITS", ""))
     p.add_argument("--pending-seconds", type=float, default=_env("PENDING_SECONDS", "2"),
                    help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)")
     p.add_argument("--pending-polls", type=int, default=_env("PENDING_POLLS") or None,
@@ -140,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         lifecycle = "seconds"
     return MockConfig(
         api_keys=tuple(args.api_keys if args.api_keys is not None else args.env_keys),
+        credits=dict(args.credits) if args.credits is not None else _env_credits(args.env_credits),
         lifecycle=lifecycle, pending_seconds=args.pending_seconds,
         pending_polls=args.pending_polls if args.pending_polls is not None else 2,
         failure_rate=args.failure_rate, seed=args.seed, public_url=args.public_url,
@@ -150,6 +172,10 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["matrix"]:  # sd35-mock matrix -- COMMAND: run an app against every variant (matrix.py)
+        from .matrix import main as matrix_main
+        return matrix_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """The mock's configuration (``MockConfig``) and the profile of assumed values.
 
-``MockConfig`` holds two kinds of field. Behaviour (lifecycle, timing, failure rate, keys, profile, seed,
+``MockConfig`` holds two kinds of field. Behaviour (lifecycle, timing, failure rate, keys, credits, profile, seed,
 webhook policy) is what ``PATCH /__mock__/config`` changes while serving. Start-up settings (bounds,
 sizes, the public URL; with the command line's host, port and threads) are fixed once the mock serves:
 patching one is refused, naming it, rather than echoed and ignored.
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FieldError, InvalidRequest
-from .profile_schema import check_profile
+from .profile_schema import check_profile, is_status_code
 
 LIFECYCLES = ("immediate", "seconds", "polls", "manual")
+MAX_CREDITS = 10**12  # a balance no test spends: larger numbers are typos
 
 
 def load_default_profile() -> dict:
@@ -52,13 +53,26 @@ def merged_profile(base: dict, *overrides: object) -> dict:
     for override in overrides:
         if not isinstance(override, dict):
             raise InvalidRequest(FieldError("profile", "type", "must be a JSON object"))
-        override = {k: v for k, v in override.items() if k != "_comment"}  # a note for people, as in default.json
+        override = _expand_pending({k: v for k, v in override.items() if k != "_comment"})  # _comment: a note
         try:
             profile = deep_merge(profile, override)
         except RecursionError:  # a value nested as deeply as JSON allows: never a profile
             raise InvalidRequest(FieldError("profile", "depth", "is nested too deeply")) from None
     check_profile(profile)
     return profile
+
+
+def _expand_pending(override: dict) -> dict:
+    """Older profiles' ``http_status.pending`` sets ``submit_pending`` and ``poll_pending`` (unless the same
+    override names them). One that is no status stays as it is, so the check refuses it by its own name."""
+    codes = override.get("http_status")
+    if not isinstance(codes, dict) or "pending" not in codes or not is_status_code(codes["pending"]):
+        return override
+    codes = dict(codes)
+    pending = codes.pop("pending")
+    codes.setdefault("submit_pending", pending)
+    codes.setdefault("poll_pending", pending)
+    return {**override, "http_status": codes}
 
 
 def load_profile(path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -83,6 +97,9 @@ class MockConfig:
     are fixed once serving."""
 
     api_keys: tuple[str, ...] = ()          # empty: any non-empty key is accepted
+    # Credit balances by key (ledger row 29): a key not named here has no limit. Each image (sample) of an
+    # accepted submit costs one credit. A PATCH replaces the whole map and sets these balances anew.
+    credits: dict = field(default_factory=dict)
     lifecycle: str = "seconds"              # immediate | seconds | polls | manual
     pending_seconds: float = 2.0
     pending_polls: int = 2
@@ -121,6 +138,11 @@ class MockConfig:
             problems.append(FieldError("seed", "type", "must be an integer"))
         if any(not isinstance(k, str) or not k for k in self.api_keys):
             problems.append(FieldError("api_keys", "type", "must be non-empty strings"))
+        if not isinstance(self.credits, dict) or any(
+                not isinstance(k, str) or not k or not _whole(v) or not 0 <= v <= MAX_CREDITS
+                for k, v in self.credits.items()):
+            problems.append(FieldError("credits", "type", f"must map non-empty keys to whole numbers from 0 to "
+                                                          f"{MAX_CREDITS} (null: no limit)"))
         if self.public_url is not None and not str(self.public_url).startswith(("http://", "https://")):
             problems.append(FieldError("public_url", "pattern", "must start with http:// or https://"))
         for name in ("max_jobs", "journal_size", "max_body_bytes", "webhook_max_attempts", "webhook_records"):
@@ -161,6 +183,10 @@ class MockConfig:
                 if not isinstance(values[name], (list, tuple)):
                     raise InvalidRequest(FieldError(name, "type", "must be a list of strings"))
                 values[name] = tuple(values[name])
+        if "credits" in values:  # null, or a key's null: no limit
+            credits = values["credits"]
+            values["credits"] = {k: v for k, v in credits.items() if v is not None} if isinstance(credits, dict) \
+                else {} if credits is None else credits
         try:
             return replace(self, **values)
         except TypeError as exc:  # a value of a type the dataclass cannot take
@@ -169,6 +195,7 @@ class MockConfig:
     def as_dict(self) -> dict:
         data = asdict(self)
         data["api_keys"] = [_redact(k) for k in self.api_keys]
+        data["credits"] = redacted_map(self.credits)
         data["webhook_allow_hosts"] = list(self.webhook_allow_hosts)
         return data
 
@@ -184,6 +211,17 @@ def _finite(value: Any) -> bool:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def redacted_map(by_key: dict) -> dict:
+    """``by_key`` with each key redacted; two keys that redact alike stay apart ("k1…(5 chars) #2")."""
+    out: dict = {}
+    for key in sorted(by_key):
+        name, n = _redact(key), 1
+        while (name if n == 1 else f"{name} #{n}") in out:
+            n += 1
+        out[name if n == 1 else f"{name} #{n}"] = by_key[key]
+    return out
 
 
 def _redact(key: str) -> str:

@@ -7,6 +7,7 @@ that kind (``http_status[<kind>]``), so there is one place that decides what a c
     MockError                      kind
     ├── InvalidRequest             invalid            (every violation listed)
     ├── Unauthorized               unauthorized
+    ├── NoCredits                  no_credits         (the key's credit balance is spent)
     ├── NotFound                   not_found          (unknown id, or a job of another key)
     ├── ImageNotReady              image_not_ready
     ├── ImageExpired               image_expired
@@ -51,6 +52,10 @@ class InvalidRequest(MockError):
 
 class Unauthorized(MockError):
     kind = "unauthorized"
+
+
+class NoCredits(MockError):
+    kind = "no_credits"
 
 
 class NotFound(MockError):

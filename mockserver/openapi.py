@@ -44,10 +44,19 @@ def _json(schema_ref: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
 
 
-def _job_responses(profile: dict, errors: dict[str, str]) -> dict:
+def failure_schema(profile: dict) -> dict:
+    """A refusal's body: its text under the profile's ``rejection_text_key``."""
+    key = profile.get("rejection_text_key", "error")
+    if key == "error":
+        return FAILURE_SCHEMA
+    properties = {k: v for k, v in FAILURE_SCHEMA["properties"].items() if k != "error"}
+    return {**FAILURE_SCHEMA, "required": ["status", key], "properties": {**properties, key: FAILURE_SCHEMA["properties"]["error"]}}
+
+
+def _job_responses(profile: dict, errors: dict[str, str], pending: str) -> dict:
     codes = profile["http_status"]
     responses: dict[str, dict] = {}
-    for kind, text in (("pending", "PENDING"), ("success", "SUCCESS"), ("job_failure", "FAILURE of the job")):
+    for kind, text in ((pending, "PENDING"), ("success", "SUCCESS"), ("job_failure", "FAILURE of the job")):
         code = str(codes[kind])
         if code in responses:
             responses[code]["description"] += f", {text}"
@@ -87,7 +96,8 @@ def openapi_document(profile: dict, server_url: str | None = None) -> dict:
                     "responses": _job_responses(profile, {
                         "invalid": "Invalid body: every violated rule, by field",
                         "unauthorized": "Missing or unknown API-Key",
-                        "body_too_large": "Body over the size cap"}),
+                        "no_credits": "The key has no credits left for this job (mock: --credits)",
+                        "body_too_large": "Body over the size cap"}, "submit_pending"),
                 }
             },
             "/sd3_5/v1/status/{id}": {
@@ -98,7 +108,7 @@ def openapi_document(profile: dict, server_url: str | None = None) -> dict:
                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "responses": _job_responses(profile, {
                         "unauthorized": "Missing or unknown API-Key",
-                        "not_found": "No job with this id for this key"}),
+                        "not_found": "No job with this id for this key"}, "poll_pending"),
                 }
             },
             "/files/{token}": {
@@ -121,7 +131,7 @@ def openapi_document(profile: dict, server_url: str | None = None) -> dict:
             "schemas": {
                 "GenerationRequest": request_schema(profile),
                 "JobStatus": job_schema(profile),
-                "Failure": FAILURE_SCHEMA,
+                "Failure": failure_schema(profile),
             },
         },
     }

@@ -53,6 +53,14 @@ def _compiles_in_re2(value: object) -> bool:
 _VALIDATOR = validators.extend(StrictValidator, {"limit": _limit})(PROFILE_SCHEMA, format_checker=_FORMATS)
 
 
+_STATUS = StrictValidator(PROFILE_SCHEMA["$defs"]["status"])
+
+
+def is_status_code(value: object) -> bool:
+    """A status a profile may name (``$defs/status``: one whose answer carries a body)."""
+    return _STATUS.is_valid(value)
+
+
 def check_profile(profile: dict) -> None:
     """Raise ``InvalidRequest`` listing every violation of the schema, each named ``profile.<key path>``."""
     errors = [e for error in _VALIDATOR.iter_errors(profile) for e in _field_errors(error)]

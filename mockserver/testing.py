@@ -89,6 +89,10 @@ class MockControl:
         """Change run-time behaviour (lifecycle, timing, keys, profile, ...); returns the new config."""
         return self.call("PATCH", "/config", json=changes)
 
+    def credits(self) -> list[dict]:
+        """Each key with a credit balance: ``{"key": <redacted>, "spent": N, "balance": N}``."""
+        return self.call("GET", "/credits")["keys"]
+
     def advance(self, seconds: float) -> float:
         """Move the mock's clock on: jobs due by then finish, with no test sleeping."""
         return self.call("POST", "/clock/advance", json={"seconds": seconds})["now"]

@@ -47,6 +47,7 @@ WEBHOOK_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[^{WHITESPACE}/?#]+([/?#][^{WHITESP
 def request_schema(profile: dict) -> dict:
     """The JSON Schema of ``POST /sd3_5/v1`` under this profile (OpenAPI 3.0 and 2020-12 compatible)."""
     lim = profile["limits"]
+    closed = {"additionalProperties": False} if profile.get("reject_unknown_fields") else {}
 
     def bounded_integer(name: str, description: str) -> dict:
         spec = {"type": "integer", "minimum": lim[name]["min"], "maximum": lim[name]["max"], "description": description}
@@ -58,6 +59,7 @@ def request_schema(profile: dict) -> dict:
 
     return {
         "type": "object",
+        **closed,
         "required": list(REQUIRED),
         "properties": {
             "prompt": {"type": "string", "minLength": 1, "maxLength": lim["prompt_max_chars"], "pattern": PROMPT_PATTERN,
@@ -209,6 +211,10 @@ class RequestValidator:
         rule, value = error.validator, error.validator_value
         if rule == "required":
             return [FieldError(name, "required", "is required") for name in value if name not in body]
+        if rule == "additionalProperties":  # the profile's reject_unknown_fields: each one named
+            unknown = [name for name in body if name not in self.schema["properties"]]
+            return [FieldError(_shown(name)[:MAX_FIELD_CHARS], "unknown", "is not a field of this endpoint")
+                    for name in unknown[:MAX_TEXT_ERRORS]]
         field = str(error.path[0]) if error.path else "body"
         if rule == "pattern":
             message = PATTERN_MESSAGES.get(field, f"must match {value}")

@@ -99,7 +99,9 @@ def test_a_stand_in_that_differs_in_three_assumed_rows_is_reported_as_exactly_th
     assert "num_inference_steps=51" in by_id["L09"]["observed"] and "accepted" in by_id["L09"]["observed"]
     assert '"batch_id_echoed": false' in by_id["L18"]["observed"]
     # the observations say how to change the mock's profile to match
-    assert json.loads((tmp_path / "hint.json").read_text()) == {"echo_batch_id": False, "http_status": {"pending": 202}}
+    # (the stand-in's first poll finds the job done: only the submit's PENDING was seen)
+    assert json.loads((tmp_path / "hint.json").read_text()) == {"echo_batch_id": False,
+                                                                "http_status": {"submit_pending": 202}}
     # mock-only rows cannot be compared, and say so
     not_compared = {n["id"] for n in result["not_compared"]}
     assert {"L14", "L19", "L22", "L24"} <= not_compared and not not_compared & set(DRIFTING_ROWS)
@@ -128,7 +130,7 @@ def test_a_stand_in_that_behaves_like_the_mock_gives_no_drift(mock_report, tmp_p
     assert live["summary"]["failed"] == 0
     # without a second key, L21 is not checked on live; mock-only rows neither
     not_checked = {r["id"] for r in live["rows"] if r["result"] == "not_checked"}
-    assert not_checked == {"L14", "L19", "L21", "L22", "L24"}
+    assert not_checked == {"L14", "L19", "L21", "L22", "L24", "L29"}
     out = drift_command(str(mock_report), str(live_report))
     assert out.returncode == 0, out.stdout
     assert "no drift" in out.stdout

@@ -74,7 +74,7 @@ def test_report_rows_results_notes_and_observations():
     tests = [
         outcome("t::a", ["L01"], "passed", observed=[{"row": "L01", "value": 200}]),
         outcome("t::b", ["L15"], "failed", message="AssertionError: PENDING answered 202",
-                observed=[{"row": "L15", "value": {"pending": 202}, "profile": {"http_status": {"pending": 202}}}]),
+                observed=[{"row": "L15", "value": {"submit_pending": 202}, "profile": {"http_status": {"submit_pending": 202}}}]),
         outcome("t::c", ["L15"], "passed"),
         outcome("t::d", ["L19"], "skipped", reason="mock-only: no control plane"),
         outcome("t::e", ["L01", "L18"], "passed", observed=[{"row": "L18", "echo": True}]),
@@ -111,7 +111,7 @@ def test_table_shows_every_row_and_the_live_budget():
 def _pair():
     mock = make_report("mock", [
         outcome("t::a", ["L01"], "passed"),
-        outcome("t::b", ["L15"], "passed", observed=[{"row": "L15", "profile": {"http_status": {"pending": 200, "success": 200}}}]),
+        outcome("t::b", ["L15"], "passed", observed=[{"row": "L15", "profile": {"http_status": {"submit_pending": 200, "success": 200}}}]),
         outcome("t::c", ["L18"], "passed"),
         outcome("t::d", ["L19"], "passed"),
         outcome("t::e", ["L20"], "failed", message="mock broke"),
@@ -120,7 +120,7 @@ def _pair():
         outcome("t::a", ["L01"], "passed"),
         outcome("t::b", ["L15"], "failed", message="PENDING answered HTTP 202",
                 observed=[{"row": "L15", "value": {"PENDING": [202]},
-                           "profile": {"http_status": {"pending": 202, "success": 200}}}]),
+                           "profile": {"http_status": {"submit_pending": 202, "success": 200}}}]),
         outcome("t::c", ["L18"], "failed", message="batch_id is not echoed",
                 observed=[{"row": "L18", "value": {"echoed": False}, "profile": {"echo_batch_id": False}}]),
         outcome("t::d", ["L19"], "skipped", reason="mock-only"),
@@ -140,10 +140,10 @@ def test_drift_lists_rows_that_hold_on_one_side_only_with_the_live_observation()
     assert "202" in by_id["L15"]["observed"]
     assert by_id["L20"]["observed"].startswith('"accepted"')   # the live side, even where the mock failed
     # the hint keeps only what differs from what the mock side observed
-    assert d.profile_hint == {"http_status": {"pending": 202}, "echo_batch_id": False}
+    assert d.profile_hint == {"http_status": {"submit_pending": 202}, "echo_batch_id": False}
     text = rp.format_drift(d)
     assert "3 rows drift, 1 agree, 1 not compared" in text and "L19" in text
-    assert '"pending": 202' in text
+    assert '"submit_pending": 202' in text
 
 
 def test_drift_takes_observations_from_the_live_side_whichever_argument_it_is():
@@ -151,7 +151,7 @@ def test_drift_takes_observations_from_the_live_side_whichever_argument_it_is():
     d = rp.drift(live, mock)
     assert d.ids == ["L15", "L18", "L20"]
     assert "202" in {e["id"]: e for e in d.drifted}["L15"]["observed"]
-    assert d.profile_hint == {"http_status": {"pending": 202}, "echo_batch_id": False}
+    assert d.profile_hint == {"http_status": {"submit_pending": 202}, "echo_batch_id": False}
 
 
 def test_no_drift_between_equal_reports():
@@ -172,7 +172,7 @@ def test_drift_command_exit_codes_json_and_profile_out(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [e["id"] for e in out["drift"]] == ["L15", "L18", "L20"]
     assert json.loads((tmp_path / "profile.json").read_text()) == {"echo_batch_id": False,
-                                                                   "http_status": {"pending": 202}}
+                                                                   "http_status": {"submit_pending": 202}}
     assert contracts_main(["table", str(tmp_path / "live.json")]) == 0
     assert "L15  FAILED" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text("{}")

@@ -152,7 +152,7 @@ def _leaves(node: dict, path: tuple = ()) -> list[tuple]:
 LEAVES = _leaves(load_default_profile())
 BRANCHES = [("limits",), ("http_status",), ("urls",)] + [("limits", k) for k, v in load_default_profile()["limits"].items()
                                                           if isinstance(v, dict)]
-NEW = [("http_status", "conflict"), ("limits", "samples", "multiple_of"), ("limits", "samples", "default")]
+NEW = [("http_status", "conflict"), ("http_status", "pending"), ("limits", "samples", "multiple_of"), ("limits", "samples", "default")]
 UNKNOWN = [("unknown_key",), ("limits", "colour"), ("urls", "ttl")]
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**15, max_value=10**40),
                  st.sampled_from([10**400, -10**400]),  # past what a float holds
@@ -178,6 +178,12 @@ def _plausible(path: tuple):
         return st.booleans()
     if key == "failure_message":
         return st.text(max_size=20)
+    if key == "finished":
+        return st.sampled_from(["lifecycle", "always", "never", "sometimes"])
+    if key == "rejection_text_key":
+        return st.sampled_from(["error", "message", "detail", "msg"])
+    if key == "reject_unknown_fields":
+        return st.booleans()
     if path[1] in ("width", "height"):
         return st.sampled_from([0, 1, 8, 64, 256, 1000, 1024, 1536, MAX_SIDE, MAX_SIDE + 8, 8192])
     return st.integers(1, 16) | st.integers(-2, 60)  # samples, num_inference_steps, guidance_scale
@@ -227,8 +233,11 @@ def test_any_profile_is_applied_whole_or_refused_naming_its_keys(sd35_mock_serve
         assert submitted.status_code == codes["invalid"] and job["errors"]
         assert {e["field"] for e in job["errors"]} <= set(body)
         return
-    assert (submitted.status_code, job["status"]) == (codes["pending"], "PENDING"), submitted.text
-    done = requests.get(f"{mock.url}/sd3_5/v1/status/{job['id']}", headers=KEY, timeout=10)
+    if profile["submit"]["finished"] == "always":  # done at once: the submit answers SUCCESS
+        done = submitted
+    else:
+        assert (submitted.status_code, job["status"]) == (codes["submit_pending"], "PENDING"), submitted.text
+        done = requests.get(f"{mock.url}/sd3_5/v1/status/{job['id']}", headers=KEY, timeout=10)
     assert (done.status_code, done.json()["status"]) == (codes["success"], "SUCCESS"), done.text
     image = requests.get(done.json()["download_urls"][0], timeout=30)
     if image.status_code != 200:  # a TTL shorter than the time since the job was done

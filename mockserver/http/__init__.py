@@ -16,7 +16,7 @@ from werkzeug.routing import BaseConverter
 from ..backend import MockBackend
 from ..config import MockConfig
 from ..errors import FieldError, MockError
-from .answers import DEFAULT_STATUS, failure_response, status_for
+from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, status_for, status_line
 from .api import api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
@@ -72,13 +72,20 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             )
         return response
 
+    @app.after_request
+    def reason_phrase(response: Response) -> Response:
+        """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``)."""
+        response.status = status_line(response.status_code)
+        return response
+
     @app.errorhandler(MockError)
     def mock_error(error: MockError):
         """The profile shapes what the app under test sees; the control plane keeps fixed codes, so a profile
         that answers errors with 200 can never make a refused control call look applied."""
         if request.path.startswith("/__mock__"):
             return failure_response(error.errors, DEFAULT_STATUS.get(error.kind, 400))
-        return failure_response(error.errors, status_for(backend.profile, error.kind))
+        profile = backend.profile
+        return failure_response(error.errors, status_for(profile, error.kind), rejection_text_key(profile))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
@@ -90,7 +97,8 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             field, rule, message = "request", "valid", error.description or "is invalid"
         if error.code == 413:
             message = f"is too large: at most {backend.config.max_body_bytes} bytes"
-        response = failure_response([FieldError(field, rule, message)], code)
+        text_key = "error" if request.path.startswith("/__mock__") else rejection_text_key(backend.profile)
+        response = failure_response([FieldError(field, rule, message)], code, text_key)
         if error.code == 405 and getattr(error, "valid_methods", None):
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response

@@ -28,7 +28,7 @@ def submit():
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
     body = parse_json_body(request.get_data(cache=True))
-    return job_response(backend.submit(key, body, request.host_url), backend.profile)
+    return job_response(backend.submit(key, body, request.host_url), backend.profile, submit=True)
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")

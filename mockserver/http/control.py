@@ -86,6 +86,12 @@ def patch_config():
     return jsonify(_config_body(_backend().update_config(_json_object())))
 
 
+@control.get("/credits")
+def credits():
+    """Each key with a credit balance: what it spent since start-up or reset, and what is left (keys redacted)."""
+    return jsonify(keys=_backend().credits())
+
+
 @control.post("/clock/advance")
 def advance_clock():
     seconds = _json_object().get("seconds")

@@ -1,0 +1,285 @@
+"""``sd35-mock matrix -- COMMAND [ARGS...]``: run any program once against the default mock (the baseline)
+and once per plausible variant of the assumed behaviours (``profiles/variants.json``), each time against a
+fresh mock, and tell which variants it does not survive.
+
+The command is a plain subprocess, so the app may be written in any language. It finds the mock through
+``$SD35_MOCK_URL`` (also ``$IMAGEPIPELINE_BASE_URL``, so this project's client never reaches the live API
+from a matrix run) or ``{url}`` in its arguments; ``$SD35_MOCK_VARIANT`` is the variant's id (``baseline``
+for the baseline). A run passes when the command exits 0 within ``--timeout``.
+
+Exit codes: 0 every run passed, 1 some run failed, 2 a usage error (nothing was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .testing import launch
+from .variants import Variant, load_variants
+
+OUTPUT_CAP = 64 * 1024          # bytes of each run's output kept (the last ones)
+DEFAULT_PENDING_SECONDS = 0.5   # a submit answers PENDING and the job finishes soon after, in real time
+PORT_FREE_WAIT = 15.0           # seconds to wait for a fixed port to be free again between runs
+
+
+_RUNNING: set[subprocess.Popen] = set()  # the commands running now, killed on Ctrl-C
+
+
+@dataclass
+class Run:
+    row: str | None          # None for the baseline
+    variant: str
+    evidence: str
+    passed: bool
+    seconds: float
+    exit_code: int | None
+    output: str
+    timed_out: bool = False
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="sd35-mock matrix",
+        usage="sd35-mock matrix [OPTIONS] -- COMMAND [ARGS...]",
+        description="Run COMMAND against the default mock, then against a fresh mock per plausible variant of "
+                    "the assumed behaviours. The command gets the mock's URL as $SD35_MOCK_URL and as {url} in "
+                    "its arguments, the variant's id as $SD35_MOCK_VARIANT. Exit 0 when every run passed.",
+        epilog="e.g. sd35-mock matrix --rows L15,L22 -- python -m client generate 'a fox' --base-url {url} "
+               "--api-key k --out out/",
+    )
+    p.add_argument("--rows", action="append", default=[], metavar="L15,L05",
+                   help="only the variants of these ledger rows (comma-separated, repeatable; default: all)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="seconds each run may take (default 120); a run over it is killed (its process group) "
+                        "and failed")
+    p.add_argument("--port", type=int, default=0, metavar="P",
+                   help="serve every mock on this port (for apps configured with a fixed URL); default: a free "
+                        "port per run")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at once (default 1); more than 1 needs a free port per run (no --port)")
+    p.add_argument("--pending-seconds", type=float, default=DEFAULT_PENDING_SECONDS, metavar="S",
+                   help=f"seconds a job stays PENDING in every mock (default {DEFAULT_PENDING_SECONDS:g}; "
+                        "0 makes every job finish at its submit)")
+    p.add_argument("--mock-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to every mock (repeatable), e.g. --mock-arg=--api-key=k")
+    p.add_argument("--profile", metavar="FILE",
+                   help="your own profile, the base of every run; each variant's overlay is merged over it")
+    p.add_argument("--report", metavar="FILE", help="write every run (with its output) as JSON to FILE")
+    p.add_argument("--out-dir", metavar="DIR", help="also write each run's output to DIR/NN-<variant>.log")
+    p.add_argument("--list", action="store_true", help="list the variants (of --rows) and exit")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
+    return p
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait_port_free(port: int, timeout: float = PORT_FREE_WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _tail(path: Path, cap: int = OUTPUT_CAP) -> str:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        f.seek(max(0, size - cap))
+        text = f.read().decode("utf-8", errors="replace")
+    return f"[... {size - cap} bytes cut]\n{text}" if size > cap else text
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_one(command: list[str], variant: Variant | None, mock_args: list[str], base_profile: dict | None,
+            timeout: float, workdir: Path) -> Run:
+    """One run: a fresh mock with the variant's overlay, the command against it, the mock stopped."""
+    row, name, evidence = (variant.row, variant.name, variant.evidence) if variant else (None, "baseline",
+                                                                                          "the default profile")
+    run_id = variant.id if variant else "baseline"
+    args = list(mock_args)
+    profile = _merge(base_profile or {}, variant.profile if variant else {})
+    if profile:
+        profile_file = workdir / "profile.json"
+        profile_file.write_text(json.dumps(profile), "utf-8")
+        args += ["--profile", str(profile_file)]
+    started = time.monotonic()
+    try:
+        mock = launch(*args, "--quiet")
+    except RuntimeError as exc:
+        return Run(row, name, evidence, False, round(time.monotonic() - started, 2), None,
+                   f"[the mock did not start]\n{exc}")
+    log = workdir / "output.log"
+    timed_out = False
+    try:
+        argv = [part.replace("{url}", mock.url) for part in command]
+        env = {**os.environ, "SD35_MOCK_URL": mock.url, "SD35_MOCK_VARIANT": run_id,
+               "IMAGEPIPELINE_BASE_URL": mock.url}
+        with log.open("wb") as out:
+            try:
+                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                           env=env, start_new_session=True)
+            except OSError as exc:
+                return Run(row, name, evidence, False, round(time.monotonic() - started, 2), None,
+                           f"[cannot run {argv[0]!r}: {exc}]")
+            _RUNNING.add(process)
+            try:
+                code: int | None = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out, code = True, None
+            finally:  # a timed-out run, or what the command left behind
+                _kill_group(process)
+                process.wait()
+                _RUNNING.discard(process)
+        output = _tail(log)
+        if timed_out:
+            output += f"\n[killed: no exit within --timeout {timeout:g} s]\n"
+    finally:
+        mock.stop()
+    passed = code == 0
+    return Run(row, name, evidence, passed, round(time.monotonic() - started, 2), code, output, timed_out)
+
+
+def _line(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+
+WIDTHS = [5, 22, 56, 6, 7]
+
+
+def _row_cells(run: Run) -> list[str]:
+    evidence = run.evidence if len(run.evidence) <= WIDTHS[2] else run.evidence[:WIDTHS[2] - 1] + "…"
+    result = "passed" if run.passed else ("TIMEOUT" if run.timed_out else "FAILED")
+    return [run.row or "-", run.variant, evidence, result, f"{run.seconds:.1f}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if "--" in argv:
+        split = argv.index("--")
+        args = parser.parse_args(argv[:split])
+        if args.command:
+            parser.error(f"unrecognized arguments before --: {' '.join(args.command)}")
+        args.command = argv[split + 1:]
+    else:
+        args = parser.parse_args(argv)
+    rows = {r.strip() for text in args.rows for r in text.split(",") if r.strip()}
+    if args.rows and not rows:
+        parser.error("argument --rows: give ledger row ids, e.g. --rows L15,L05")
+    try:
+        variants = load_variants(rows or None)
+    except ValueError as exc:
+        parser.error(f"argument --rows: {exc}")
+    if args.list:
+        for v in variants:
+            print(_line([v.row, v.name, v.evidence], [5, 22, 0]))
+        return 0
+    if not args.command:
+        parser.error("no command: give it after --, e.g. sd35-mock matrix -- python app.py --url {url}")
+    if not args.timeout > 0:
+        parser.error("argument --timeout: must be more than 0 seconds")
+    if not 0 <= args.port <= 65535:
+        parser.error("argument --port: must be from 0 to 65535")
+    if args.jobs < 1:
+        parser.error("argument --jobs: must be 1 or more")
+    if args.jobs > 1 and args.port:
+        parser.error("argument --jobs: runs on one fixed --port are sequential; drop --jobs or --port")
+    if args.pending_seconds < 0:
+        parser.error("argument --pending-seconds: must be 0 or more")
+    program = args.command[0]
+    if shutil.which(program) is None and not (os.sep in program and os.path.exists(program)):
+        parser.error(f"command not found: {program}")
+    base_profile = None
+    if args.profile:
+        try:
+            base_profile = json.loads(Path(args.profile).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            parser.error(f"argument --profile: {exc}")
+        if not isinstance(base_profile, dict):
+            parser.error("argument --profile: must hold a JSON object")
+    if args.port and not _port_free(args.port):
+        parser.error(f"argument --port: {args.port} is in use")
+    mock_args = ["--pending-seconds", f"{args.pending_seconds:g}", *args.mock_arg]
+    if args.port:
+        mock_args += ["--port", str(args.port)]
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    print(_line(["row", "variant", "evidence", "result", "seconds"], WIDTHS), flush=True)
+    runs: list[Run] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sd35-matrix-") as tmp, \
+            ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        def one(index: int, variant: Variant | None) -> Run:
+            if args.port and index and not _wait_port_free(args.port):
+                print(f"sd35-mock matrix: port {args.port} is still in use after {PORT_FREE_WAIT:g} s; the "
+                      f"next run will likely fail", file=sys.stderr)
+            workdir = Path(tmp) / f"{index:02d}"
+            workdir.mkdir()
+            return run_one(args.command, variant, mock_args, base_profile, args.timeout, workdir)
+
+        futures = [pool.submit(one, index, variant) for index, variant in enumerate([None, *variants])]
+        for index, future in enumerate(futures):  # the table in the matrix's order, each line once it is known
+            try:
+                run = future.result()
+            except KeyboardInterrupt:  # the commands run in their own sessions: Ctrl-C reaches only us
+                for f in futures:
+                    f.cancel()
+                for process in list(_RUNNING):
+                    _kill_group(process)
+                print("sd35-mock matrix: interrupted", file=sys.stderr)
+                return 130
+            runs.append(run)
+            print(_line(_row_cells(run), WIDTHS), flush=True)
+            if out_dir:
+                slug = "".join(c if c.isalnum() or c in "-_=." else "_" for c in run.variant)
+                (out_dir / f"{index:02d}-{run.row or 'baseline'}-{slug}.log").write_text(run.output, "utf-8")
+    failed = [r for r in runs if not r.passed]
+    print(f"{len(runs) - len(failed)} of {len(runs)} runs passed in {time.monotonic() - started:.1f} s", flush=True)
+    for run in failed:
+        last = "\n".join(line[:300] for line in run.output.rstrip().splitlines()[-10:])
+        print(f"\n--- {run.row} {run.variant}: exit {run.exit_code} ---\n{last}", file=sys.stderr)
+    if args.report:
+        Path(args.report).write_text(json.dumps({"runs": [asdict(r) for r in runs]}, indent=2) + "\n", "utf-8")
+    return 1 if failed else 0
