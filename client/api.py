@@ -283,6 +283,10 @@ class ImagePipelineClient:
         The extension is what the image really is: its first bytes (PNG -> ``.png``, JPEG -> ``.jpg``),
         else the answer's Content-Type, never the URL's; the name from the URL's last segment (or
         ``<id>-<n>``). A URL that answers 403, 404 or 410 raises ImageUnavailableError.
+        An image is never saved incomplete: an answer cut off (short of its Content-Length, or reset) is
+        retried like a dropped connection, then raises ConnectionLostError; a PNG or JPEG whose bytes end
+        before the image does (a Content-Length below the body) is retried, then raises
+        UnexpectedResponseError. Nothing is written until the whole image is in hand.
         The API key is not sent: the URLs need none and may point at another host.
         """
         if isinstance(result, JobStatus):
@@ -296,7 +300,7 @@ class ImagePipelineClient:
         paths: list[Path] = []
         used: set[str] = set()
         for n, url in enumerate(urls, 1):
-            resp, _ = self._call("download", "GET", url, job_id=job_id, send_key=False)
+            resp = self._download_one(url, job_id)
             ext = _extension(resp, url, job_id)
             stem = _stem_from_url(url)
             if not stem or (stem + ext).lower() in used:
@@ -314,6 +318,22 @@ class ImagePipelineClient:
                 raise
             paths.append(path)
         return paths
+
+    def _download_one(self, url: str, job_id: str | None) -> requests.Response:
+        """One image, whole: an image that ends early is retried (within the status budget), then raised."""
+        attempt = 0
+        while True:
+            attempt += 1
+            resp, _ = self._call("download", "GET", url, job_id=job_id, send_key=False)
+            problem = _incomplete_image(resp.content)
+            if problem is None:
+                return resp
+            err = UnexpectedResponseError(
+                f"download {_redact(url)}: {problem} ({len(resp.content)} bytes); not saved",
+                status_code=resp.status_code, job_id=job_id)
+            if attempt >= self.retry.status_attempts:
+                raise err
+            self._sleep(self.retry.backoff.delay(attempt - 1, self._random()))
 
     # --- transport and retries ----------------------------------------------------------------
 
@@ -564,6 +584,19 @@ def _extension(resp: requests.Response, url: str, job_id: str | None) -> str:
         f"download {_redact(url)} answered {ctype or 'no content type'}, not an image",
         status_code=resp.status_code, body=_snippet(resp.text), job_id=job_id,
     )
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _incomplete_image(data: bytes) -> str | None:
+    """Why ``data`` is a cut-off PNG or JPEG (its end marker missing), else None. Other formats are trusted
+    to their Content-Length, which the transport already enforces."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and not data.endswith(_PNG_END):
+        return "the PNG ends before its IEND chunk: the image is incomplete"
+    if data.startswith(b"\xff\xd8\xff") and not data.rstrip(b"\x00\r\n").endswith(b"\xff\xd9"):
+        return "the JPEG ends before its end-of-image marker: the image is incomplete"
+    return None
 
 
 def _stem_from_url(url: str) -> str:

@@ -123,3 +123,36 @@ def test_a_key_without_credits_is_refused_with_402_and_nothing_is_created(contra
     assert "API-Key" in body["error"] and any(e.get("field") == "API-Key" and e.get("rule") == "credits"
                                               for e in body.get("errors", [])), body
     assert [(a["spent"], a["balance"]) for a in spent] == [(0, 0)], f"the refused submit spent credits: {spent}"
+
+
+@pytest.mark.ledger("L30")
+@pytest.mark.mock_only
+def test_a_key_over_its_rate_limit_is_refused_with_429_and_retry_after(contract):
+    """With a limit of one request per minute, a status read fills the key's window and the next submit
+    answers 429 with a Retry-After of at most 60 s and a FAILURE body naming API-Key (rule ``rate_limit``),
+    creating no job. The limit is lifted again before the contract ends; a mock with limits of its own is
+    left alone."""
+    found = contract.control.found["profile"].get("rate_limits") or {}
+    if any(value is not None for value in found.values()):
+        pytest.skip("the target has rate limits of its own")
+    batch = f"contracts-rate-limit-{uuid.uuid4()}"
+    headers = {"Content-Type": "application/json", "API-Key": contract.target.api_key}
+    contract.control.configure(profile={"rate_limits": {"requests_per_minute": 1, "max_pending": None}})
+    try:
+        first = contract.http.get(contract.url(f"/sd3_5/v1/status/{uuid.uuid4()}"), headers=headers, timeout=30,
+                                  allow_redirects=False)
+        resp = contract.http.post(contract.url("/sd3_5/v1"), data=json.dumps(dict(CHEAPEST, batch_id=batch)),
+                                  headers=headers, timeout=30, allow_redirects=False)
+        created = contract.control.jobs(batch_id=batch)
+    finally:
+        contract.control.configure(profile={"rate_limits": {"requests_per_minute": None, "max_pending": None}})
+    body = resp.json()
+    contract.observe("L30", {"sent": "a status read, then a submit, at 1 request per minute",
+                             "http_status": resp.status_code, "retry_after": resp.headers.get("Retry-After"),
+                             "body": resp.text[:300]}, profile={"http_status": {"rate_limited": resp.status_code}})
+    assert first.status_code == 404, f"the first request was not counted as a status read: HTTP {first.status_code}"
+    assert resp.status_code == 429, f"a key over its rate limit answered HTTP {resp.status_code}: {resp.text[:200]}"
+    assert resp.headers.get("Retry-After", "").isdigit() and 1 <= int(resp.headers["Retry-After"]) <= 60, resp.headers
+    assert body.get("status") == "FAILURE" and "API-Key" in body.get("error", ""), body
+    assert any(e.get("field") == "API-Key" and e.get("rule") == "rate_limit" for e in body.get("errors", [])), body
+    assert created == [], f"the refused submit created a job: {created}"

@@ -9,20 +9,26 @@ serialises. Lifecycle progression follows ``config.lifecycle``: ``immediate`` (d
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import threading
 import uuid
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from .config import MockConfig, redacted_map
-from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, NoCredits, NotFound, Unauthorized
+from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, NoCredits, NotFound, RateLimited, Unauthorized
 from .faults import FaultInjector
 from .images import CONTENT_TYPES, ImageCache, ImageSpec
 from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore, JobView
 from .journal import Journal
 from .validation import GenerationRequest, RequestValidator
 from .webhooks import WebhookDispatcher
+
+
+RATE_WINDOW_SECONDS = 60.0  # profile.rate_limits.requests_per_minute counts requests in this sliding window
+RATE_TRACKED_KEYS = 1_000   # keys whose recent requests are remembered: beyond it, idle keys go first
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class MockBackend:
         self.store = JobStore(self.initial_config.max_jobs, self.initial_config.job_ttl_seconds)
         self.journal = Journal(self.initial_config.journal_size, self.initial_config.journal_body_chars)
         self._credits: dict[str, list[int]] = {}          # key -> [balance, spent], for keys with a balance
+        self._requests: OrderedDict[str, deque] = OrderedDict()  # key -> times of its counted requests (row 30)
         self._apply_config(self.initial_config)
         self._set_credits(self.initial_config.credits, keep_spent=False)
 
@@ -99,6 +106,7 @@ class MockBackend:
             self.clock.reset()
             self.journal.clear()
             self.webhooks.clear()
+            self._requests.clear()
             self.faults.clear(self.initial_config.seed)
             self._apply_config(self.initial_config)
             self._set_credits(self.initial_config.credits, keep_spent=False)
@@ -133,6 +141,77 @@ class MockBackend:
                                    for key, (balance, spent) in self._credits.items()})
         return [dict(key=key, **account) for key, account in by_key.items()]
 
+    # -- rate limits (ledger row 30) ----------------------------------------------------------------
+
+    def _rate_limit(self, name: str) -> int | None:
+        return (self.profile.get("rate_limits") or {}).get(name)
+
+    def _admit(self, key: str) -> None:
+        """Count one submit or status read of ``key`` against ``requests_per_minute`` (one sliding window of
+        ``RATE_WINDOW_SECONDS`` on the mock's clock, shared by both endpoints), or refuse it uncounted. A key
+        keeps at most ``limit`` times, and at most ``RATE_TRACKED_KEYS`` keys are kept. Caller holds the lock."""
+        limit = self._rate_limit("requests_per_minute")
+        if limit is None:
+            return
+        now = self.clock.now()
+        times = self._requests.get(key)
+        if times is None or times.maxlen != limit:  # a new key, or the limit changed: keep the newest
+            times = self._requests[key] = deque(times or (), maxlen=limit)
+        self._requests.move_to_end(key)
+        while times and times[0] <= now - RATE_WINDOW_SECONDS:
+            times.popleft()
+        if len(times) >= limit:  # full: the oldest time leaving the window frees the next slot
+            wait = max(1, math.ceil(times[0] + RATE_WINDOW_SECONDS - now))
+            raise RateLimited(FieldError(
+                "API-Key", "rate_limit",
+                f"is over its rate limit of {limit} requests per minute (submits and status reads): retry in "
+                f"{wait} s"), retry_after=wait)
+        times.append(now)
+        if len(self._requests) > RATE_TRACKED_KEYS:
+            self._forget_idle_keys(now)
+
+    def _forget_idle_keys(self, now: float) -> None:
+        """Drop keys with nothing in the window; if still too many, the least recently seen ones."""
+        for key in [k for k, times in self._requests.items() if not times or times[-1] <= now - RATE_WINDOW_SECONDS]:
+            del self._requests[key]
+        while len(self._requests) > RATE_TRACKED_KEYS:
+            self._requests.popitem(last=False)
+
+    def _check_pending(self, key: str) -> None:
+        """Refuse a submit while ``key`` has ``max_pending`` jobs PENDING. Caller holds the lock."""
+        limit = self._rate_limit("max_pending")
+        if limit is None:
+            return
+        if self._pending_of(key) >= limit:
+            raise RateLimited(FieldError(
+                "API-Key", "max_pending",
+                f"has {limit} jobs PENDING, its limit: retry once one is done"), retry_after=1)
+
+    def _pending_of(self, key: str) -> int:
+        """PENDING jobs of ``key`` (due ones finish first). Caller holds the lock."""
+        count = 0
+        for job in self.store:
+            if job.owner_key == key and job.status == PENDING:
+                self._progress(job)
+                count += job.status == PENDING
+        return count
+
+    def rate_limits(self) -> dict:
+        """The limits, and per key (redacted) its requests in the window and its PENDING jobs."""
+        with self.store.lock:
+            now = self.clock.now()
+            seen: dict[str, dict] = {}
+            for key, times in self._requests.items():
+                seen[key] = {"requests_in_window": sum(t > now - RATE_WINDOW_SECONDS for t in times), "pending": 0}
+            for job in self.store:
+                self._progress(job)
+                if job.status == PENDING:
+                    seen.setdefault(job.owner_key, {"requests_in_window": 0, "pending": 0})["pending"] += 1
+            limits = dict(self.profile.get("rate_limits") or {"requests_per_minute": None, "max_pending": None})
+            by_key = redacted_map(seen)
+        return {"limits": dict(limits, window_seconds=RATE_WINDOW_SECONDS),
+                "keys": [dict(key=key, **counts) for key, counts in by_key.items()]}
+
     # -- the public API ------------------------------------------------------------------------
 
     def authenticate(self, api_key: str | None) -> str:
@@ -146,8 +225,11 @@ class MockBackend:
         """A new job for a valid request (``body``: the parsed JSON); ``base_url``: where its downloads live
         unless ``public_url`` says otherwise."""
         owner = self.authenticate(api_key)
+        with self.store.lock:
+            self._admit(owner)  # counted whatever its body, like a provider's gateway
         request = self.validator.validate(body)  # an invalid body spends nothing
         with self.store.lock:
+            self._check_pending(owner)
             self._charge(owner, request.samples)  # first: a refused submit creates nothing
             now = self.clock.now()
             job_id = self._new_id()
@@ -174,6 +256,7 @@ class MockBackend:
         """A status read: counts as a poll (lifecycle ``polls``); another key's job is as unknown as none."""
         owner = self.authenticate(api_key)
         with self.store.lock:
+            self._admit(owner)
             job = self.store.get(job_id)
             if job is None or job.owner_key != owner:
                 raise NotFound(FieldError("id", "exists", f"no job with id {job_id[:100]!r} for this key"))

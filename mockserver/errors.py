@@ -8,6 +8,7 @@ that kind (``http_status[<kind>]``), so there is one place that decides what a c
     ├── InvalidRequest             invalid            (every violation listed)
     ├── Unauthorized               unauthorized
     ├── NoCredits                  no_credits         (the key's credit balance is spent)
+    ├── RateLimited                rate_limited       (the key's rate limits: carries retry_after, seconds)
     ├── NotFound                   not_found          (unknown id, or a job of another key)
     ├── ImageNotReady              image_not_ready
     ├── ImageExpired               image_expired
@@ -56,6 +57,16 @@ class Unauthorized(MockError):
 
 class NoCredits(MockError):
     kind = "no_credits"
+
+
+class RateLimited(MockError):
+    """Over a key's rate limit (ledger row 30): answered with ``Retry-After: retry_after`` (whole seconds)."""
+
+    kind = "rate_limited"
+
+    def __init__(self, errors: list[FieldError] | FieldError, retry_after: int = 1):
+        super().__init__(errors)
+        self.retry_after = retry_after
 
 
 class NotFound(MockError):

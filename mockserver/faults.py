@@ -14,7 +14,15 @@ from dataclasses import asdict, dataclass
 
 from .errors import FieldError, InvalidRequest
 
-FAULT_TYPES = ("latency", "status", "drop", "malformed")
+FAULT_TYPES = ("latency", "status", "drop", "malformed", "trickle", "truncate", "wrong_length", "reset")
+# Faults of a download's body, as they fail in life; they apply to the answer once it is built (either phase)
+BODY_FAULTS = ("trickle", "truncate", "wrong_length", "reset")
+# A trickling answer holds one server thread for its whole length: the rate has a floor, and is raised further
+# so that any body ends within TRICKLE_MAX_SECONDS; one trickle runs at a time (another is served untouched).
+MIN_BYTES_PER_SECOND = 1024
+MAX_BYTES_PER_SECOND = 100 * 1024 * 1024
+TRICKLE_MAX_SECONDS = 30
+LENGTHS = ("short", "long")  # wrong_length: a Content-Length below the body, or above it
 PHASES = ("before", "after")  # before the request is handled (nothing happens), or after (the job exists)
 ENDPOINTS = ("any", "submit", "status", "download")
 MAX_LATENCY_MS = 60_000
@@ -31,6 +39,10 @@ class FaultRule:
     retry_after: int | None = None  # type "status": a Retry-After header in seconds
     ms: int | None = None           # type "latency"
     phase: str = "before"           # "after": the request is handled, then its answer is lost or replaced
+    bytes_per_second: int | None = None  # type "trickle"
+    bytes: int | None = None        # "truncate"/"reset": body bytes sent; "wrong_length": the declared length
+                                    # ("short") or how far it overstates the body ("long"); None: half the body
+    length: str | None = None       # type "wrong_length": "short" (the default) or "long"
     applied: int = 0
 
     @classmethod
@@ -38,7 +50,8 @@ class FaultRule:
         if not isinstance(data, Mapping):
             raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
         problems = []
-        unknown = set(data) - {"type", "endpoint", "times", "rate", "status", "retry_after", "ms", "phase"}
+        unknown = set(data) - {"type", "endpoint", "times", "rate", "status", "retry_after", "ms", "phase",
+                               "bytes_per_second", "bytes", "length"}
         problems += [FieldError(k, "unknown", "is not a fault rule key") for k in sorted(unknown)]
         kind, endpoint = data.get("type"), data.get("endpoint", "any")
         if kind not in FAULT_TYPES:
@@ -63,12 +76,16 @@ class FaultRule:
             problems.append(FieldError("retry_after", "range", "must be whole seconds from 0 to 86400"))
         if kind == "latency" and (not _whole(ms) or not 0 <= ms <= MAX_LATENCY_MS):
             problems.append(FieldError("ms", "range", f"must be whole milliseconds from 0 to {MAX_LATENCY_MS}"))
+        problems += _body_fault_problems(kind, endpoint, data)
         if problems:
             raise InvalidRequest(problems)
+        if kind == "wrong_length":
+            data = dict(data, length=data.get("length", "short"))
         if times is None and rate is None:
             times = 1
         return cls(type=kind, endpoint=endpoint, times=times, rate=rate, status=status,
-                   retry_after=retry_after, ms=ms, phase=phase)
+                   retry_after=retry_after, ms=ms, phase=phase, bytes_per_second=data.get("bytes_per_second"),
+                   bytes=data.get("bytes"), length=data.get("length"))
 
     def matches(self, endpoint: str) -> bool:
         return self.endpoint in ("any", endpoint)
@@ -132,6 +149,33 @@ class FaultInjector:
                     action = rule
             self._rules = [r for r in self._rules if not r.spent]
         return FaultPlan(min(delay["before"], MAX_LATENCY_MS), min(delay["after"], MAX_LATENCY_MS), action)
+
+
+def _body_fault_problems(kind: object, endpoint: object, data: Mapping) -> list[FieldError]:
+    """The keys of the download body faults: each only with its type, and those types only on downloads."""
+    problems = []
+    allowed = {"bytes_per_second": ("trickle",), "bytes": ("truncate", "reset", "wrong_length"),
+               "length": ("wrong_length",)}
+    for key, kinds in allowed.items():
+        if key in data and kind not in kinds:
+            problems.append(FieldError(key, "type", f"applies only to type {' or '.join(kinds)}"))
+    if kind not in BODY_FAULTS:
+        return problems
+    if endpoint != "download":
+        problems.append(FieldError("endpoint", "download_only",
+                                   f'type {kind} breaks an image body: endpoint must be "download"'))
+    rate = data.get("bytes_per_second")
+    if kind == "trickle" and (not _whole(rate) or not MIN_BYTES_PER_SECOND <= rate <= MAX_BYTES_PER_SECOND):
+        problems.append(FieldError("bytes_per_second", "range",
+                                   f"must be whole bytes a second from {MIN_BYTES_PER_SECOND} to "
+                                   f"{MAX_BYTES_PER_SECOND} (a trickle holds a server thread; it also ends "
+                                   f"within {TRICKLE_MAX_SECONDS} s)"))
+    count = data.get("bytes")
+    if count is not None and (not _whole(count) or not 0 <= count <= 1 << 30):
+        problems.append(FieldError("bytes", "range", "must be a whole number of bytes, 0 or more"))
+    if kind == "wrong_length" and data.get("length", "short") not in LENGTHS:
+        problems.append(FieldError("length", "enum", "must be 'short' (declared below the body) or 'long'"))
+    return problems
 
 
 def _whole(value: object) -> bool:

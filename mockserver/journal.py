@@ -7,6 +7,10 @@ from collections import deque
 
 MAX_HEADERS, HEADER_CHARS = 100, 500
 SECRET_HEADERS = {"api-key", "authorization", "cookie", "proxy-authorization"}
+KINDS = ("submit", "status", "download", "other")
+MAX_COUNTED_BATCH_IDS = 1_000  # distinct batch_ids counted by name; the rest go to ``other_batch_ids``
+# GET /__mock__/journal filters (docs/wire.md): each compares one field of an entry exactly
+FILTERS = ("method", "path", "path_prefix", "kind", "key", "batch_id", "job_id", "status", "since")
 
 
 def redact(value: str) -> str:
@@ -28,21 +32,29 @@ class Journal:
         self._entries: deque[tuple] = deque(maxlen=size)
         self._lock = threading.Lock()
         self._seq = 0
+        self._counts = _Counts()
 
     def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
-               duration_ms: float, fault: str | None = None) -> None:
+               duration_ms: float, fault: str | None = None, kind: str = "other", job_id: str | None = None,
+               batch_id: str | None = None, retry_after: str | None = None) -> None:
         """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
-        ``HEADER_CHARS``, so an entry stays small whatever a client sends."""
+        ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
+        (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
+        ``retry_after``: the answer's Retry-After header. Counts (``counts()``) outlive the entries' cap."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
-        raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault)
+        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after)
+        raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault,
+               extra)
         with self._lock:
             self._seq += 1
             self._entries.append((self._seq, raw))
+            self._counts.add(kind, status, batch_id)
 
     def _shape(self, seq: int, raw: tuple) -> dict:
-        at, method, path, query, pairs, body, body_len, status, duration_ms, fault = raw
+        at, method, path, query, pairs, body, body_len, status, duration_ms, fault, extra = raw
+        kind, job_id, batch_id, retry_after = extra
         text = body.decode("utf-8", "replace")[: self.body_chars]
         entry = {
             "at": at,
@@ -55,17 +67,32 @@ class Journal:
             "status": status,
             "duration_ms": round(duration_ms, 3),
             "seq": seq,
+            "kind": kind,
         }
+        if job_id is not None:
+            entry["job_id"] = _text(job_id)
+        if batch_id is not None:
+            entry["batch_id"] = _text(batch_id)
+        if retry_after is not None:
+            entry["retry_after"] = _text(retry_after, 100)
         if fault:
             entry["fault"] = fault
         return entry
 
-    def entries(self, limit: int | None = None) -> list[dict]:
+    def entries(self, limit: int | None = None, **filters) -> list[dict]:
+        """The entries, oldest first; with ``filters`` (``FILTERS``, already checked) only those matching all;
+        ``limit``: the last that many of them. ``key`` is compared here, and stays redacted in what is returned."""
         with self._lock:
             items = list(self._entries)
+        if filters:
+            items = [(seq, raw) for seq, raw in items if _matches(seq, raw, filters)]
         if limit:
             items = items[-limit:]
         return [self._shape(seq, raw) for seq, raw in items]
+
+    def counts(self) -> dict:
+        with self._lock:
+            return self._counts.as_dict()
 
     @property
     def size(self) -> int:
@@ -77,3 +104,62 @@ class Journal:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._counts = _Counts()
+
+
+def _matches(seq: int, raw: tuple, f: dict) -> bool:
+    _, method, path, _, pairs, *_rest = raw
+    status, extra = raw[7], raw[10]
+    kind, job_id, batch_id, _ = extra
+    if "since" in f and seq <= f["since"]:
+        return False
+    if "method" in f and str(method).upper() != f["method"].upper():
+        return False
+    if "path" in f and path != f["path"]:
+        return False
+    if "path_prefix" in f and not str(path).startswith(f["path_prefix"]):
+        return False
+    if "kind" in f and kind != f["kind"]:
+        return False
+    if "status" in f and status != f["status"]:
+        return False
+    if "batch_id" in f and batch_id != f["batch_id"]:
+        return False
+    if "job_id" in f and job_id != f["job_id"]:
+        return False
+    if "key" in f and not any(str(k).lower() == "api-key" and v == f["key"] for k, v in pairs):
+        return False
+    return True
+
+
+class _Counts:
+    """Every journaled request counted by endpoint kind, by status code, by both, and submits by batch_id
+    (the first ``MAX_COUNTED_BATCH_IDS`` distinct ids by name, the rest together): bounded, whatever the cap."""
+
+    def __init__(self):
+        self.total = 0
+        self.by_kind: dict[str, int] = {k: 0 for k in KINDS}
+        self.by_status: dict[int, int] = {}
+        self.by_kind_status: dict[str, dict[int, int]] = {k: {} for k in KINDS}
+        self.submits_by_batch_id: dict[str, int] = {}
+        self.other_batch_ids = 0
+
+    def add(self, kind: str, status: int, batch_id: str | None) -> None:
+        kind = kind if kind in self.by_kind else "other"
+        self.total += 1
+        self.by_kind[kind] += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        per_kind = self.by_kind_status[kind]
+        per_kind[status] = per_kind.get(status, 0) + 1
+        if kind == "submit" and batch_id is not None:
+            if batch_id in self.submits_by_batch_id or len(self.submits_by_batch_id) < MAX_COUNTED_BATCH_IDS:
+                self.submits_by_batch_id[batch_id] = self.submits_by_batch_id.get(batch_id, 0) + 1
+            else:
+                self.other_batch_ids += 1
+
+    def as_dict(self) -> dict:
+        return {"total": self.total, "by_kind": dict(self.by_kind),
+                "by_status": {str(s): n for s, n in sorted(self.by_status.items())},
+                "by_kind_status": {k: {str(s): n for s, n in sorted(v.items())} for k, v in self.by_kind_status.items()},
+                "submits_by_batch_id": {_text(b): n for b, n in self.submits_by_batch_id.items()},
+                "other_batch_ids": self.other_batch_ids}

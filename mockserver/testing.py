@@ -30,7 +30,7 @@ from typing import Any
 import requests
 
 __all__ = ["ControlError", "MockControl", "WebhookReceiver", "WebhookCall", "LaunchedMock", "launch",
-           "close_session", "TOKEN_HEADER"]
+           "close_session", "describe_requests", "TOKEN_HEADER"]
 
 TOKEN_HEADER = "X-Mock-Token"  # the control token's header (mockserver.http.guard; this module speaks HTTP only)
 
@@ -93,6 +93,10 @@ class MockControl:
         """Each key with a credit balance: ``{"key": <redacted>, "spent": N, "balance": N}``."""
         return self.call("GET", "/credits")["keys"]
 
+    def rate_limits(self) -> dict:
+        """``{"limits": {...}, "keys": [{"key": <redacted>, "requests_in_window": N, "pending": N}]}``."""
+        return self.call("GET", "/rate-limits")
+
     def advance(self, seconds: float) -> float:
         """Move the mock's clock on: jobs due by then finish, with no test sleeping."""
         return self.call("POST", "/clock/advance", json={"seconds": seconds})["now"]
@@ -114,7 +118,82 @@ class MockControl:
         return self.call("GET", "/journal", params={"limit": limit} if limit else None)["requests"]
 
     def clear_journal(self) -> None:
+        """Empty the journal and zero its counts."""
         self.call("DELETE", "/journal")
+
+    # -- verification: what the app under test sent -----------------------------------------------
+
+    def requests(self, **filters: Any) -> list[dict]:
+        """Journaled requests, oldest first, matching every filter (``GET /__mock__/journal``, docs/wire.md):
+        ``method``, ``path``, ``path_prefix``, ``kind`` (submit, status, download, other), ``key`` (the API-Key
+        sent; entries stay redacted), ``batch_id``, ``job_id``, ``status``, ``since`` (a ``seq``), ``limit``."""
+        return self.call("GET", "/journal", params={k: v for k, v in filters.items() if v is not None})["requests"]
+
+    def counts(self) -> dict:
+        """Counts of every journaled request since start-up or reset, whatever the journal's cap: ``total``,
+        ``by_kind``, ``by_status``, ``by_kind_status``, ``submits_by_batch_id`` (bounded) and ``other_batch_ids``."""
+        return self.call("GET", "/journal/counts")
+
+    def assert_submits(self, n: int, **filters: Any) -> list[dict]:
+        """Exactly ``n`` submits (``POST /sd3_5/v1``) matching ``filters`` reached the mock; returns them."""
+        found = self.requests(kind="submit", **filters)
+        if len(found) != n:
+            raise AssertionError(f"expected {n} submit(s){_described(filters)}, found {len(found)}:\n"
+                                 + describe_requests(found))
+        return found
+
+    def assert_no_duplicate_submit(self, batch_id: str | None = None, **filters: Any) -> None:
+        """No two submits with the same ``batch_id`` (submits without one are not compared); with ``batch_id``,
+        at most one submit of it. Every submit that reached the mock counts, whatever it was answered (a client
+        cannot tell that a dropped or timed-out submit created no job); ``status=200`` counts only accepted ones."""
+        found = [e for e in self.requests(kind="submit", batch_id=batch_id, **filters) if "batch_id" in e]
+        seen: dict[str, list[dict]] = {}
+        for entry in found:
+            seen.setdefault(entry["batch_id"], []).append(entry)
+        duplicated = {b: entries for b, entries in seen.items() if len(entries) > 1}
+        if duplicated:
+            raise AssertionError("duplicate submits: " + "; ".join(
+                f"batch_id {b!r} submitted {len(e)} times" for b, e in duplicated.items()) + ":\n"
+                + describe_requests([e for entries in duplicated.values() for e in entries]))
+
+    def assert_poll_interval(self, job_id: str, at_least: float) -> None:
+        """Consecutive status reads of ``job_id`` were at least ``at_least`` seconds apart (the journal's ``at``:
+        when each was answered, by the mock's clock). No status read of the job at all fails too."""
+        reads = self.requests(kind="status", job_id=job_id)
+        if not reads:
+            raise AssertionError(f"no status read of job {job_id!r} in the journal")
+        early = [(a, b) for a, b in zip(reads, reads[1:]) if b["at"] - a["at"] < at_least]
+        if early:
+            gaps = ", ".join(f"#{b['seq']} {b['at'] - a['at']:.3f} s after #{a['seq']}" for a, b in early)
+            raise AssertionError(f"job {job_id!r} polled sooner than every {at_least:g} s ({gaps}):\n"
+                                 + describe_requests(reads))
+
+    def assert_retry_after_honoured(self, kind: str | None = None, tolerance: float = 0.01,
+                                    **filters: Any) -> None:
+        """After each answer carrying ``Retry-After: S`` (whole or decimal seconds; an HTTP-date is not
+        checked), the next request of the same kind (submit, status, download, other) among those matching
+        ``filters`` (e.g. ``key=``) arrived at least S seconds after that answer: its arrival (``at`` minus its
+        ``duration_ms``) minus the answer's ``at``, less ``tolerance``. Only answers of ``kind`` when given; an
+        answer with no later request of its kind passes."""
+        entries = self.requests(**filters)
+        problems, shown = [], []
+        for i, answer in enumerate(entries):
+            try:
+                wait = float(answer.get("retry_after", ""))
+            except ValueError:
+                continue
+            if kind is not None and answer["kind"] != kind:
+                continue
+            following = next((e for e in entries[i + 1:] if e["kind"] == answer["kind"]), None)
+            if following is None:
+                continue
+            waited = following["at"] - following["duration_ms"] / 1000 - answer["at"]
+            if waited < wait - tolerance:
+                problems.append(f"#{following['seq']} came {waited:.3f} s after #{answer['seq']} answered "
+                                f"Retry-After: {answer['retry_after']}")
+                shown += [answer, following]
+        if problems:
+            raise AssertionError("Retry-After not honoured: " + "; ".join(problems) + ":\n" + describe_requests(shown))
 
     def webhooks(self, job_id: str | None = None, wait: float = 10.0) -> list[dict]:
         """Webhook delivery records, once none is queued or in flight (waiting up to ``wait`` s)."""
@@ -138,6 +217,21 @@ class MockControl:
 
     def close(self) -> None:
         close_session(self.http)
+
+
+def describe_requests(entries: list[dict], limit: int = 50) -> str:
+    """Journal entries as lines for a failure message: seq, method, path, status, at (and ids, Retry-After)."""
+    lines = []
+    for e in entries[:limit]:
+        extra = "".join(f" {name}={e[name]!r}" for name in ("job_id", "batch_id", "retry_after", "fault") if name in e)
+        lines.append(f"  #{e['seq']} {e['method']} {e['path']} -> {e['status']} at={e['at']:.3f}{extra}")
+    if len(entries) > limit:
+        lines.append(f"  ... and {len(entries) - limit} more")
+    return "\n".join(lines) if lines else "  (no matching request)"
+
+
+def _described(filters: dict) -> str:
+    return (" matching " + ", ".join(f"{k}={v!r}" for k, v in filters.items())) if filters else ""
 
 
 def close_session(session: requests.Session) -> None:

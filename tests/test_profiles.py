@@ -166,6 +166,8 @@ def _plausible(path: tuple):
     key = path[-1]
     if path[0] == "http_status":
         return st.sampled_from([200, 202, 400, 404, 422, 503]) | st.integers(0, 700)
+    if path[0] == "rate_limits":  # off, refused, or too high to refuse the example's two requests
+        return st.sampled_from([None, 0, -1, 3, 10_000, 10_001, "5", 1.5])
     if key == "file_prefix_pattern":
         return st.sampled_from(["^[a-z!]+$", "^[A-Za-z0-9_-][A-Za-z0-9._-]*$", r"\u00e9|a", "."] + PATHOLOGICAL)
     if key.endswith("_format"):

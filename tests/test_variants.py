@@ -154,6 +154,14 @@ def see_no_credits(mock):
     return answer.status_code, answer.json()["status"]
 
 
+def see_rate_limited(mock):
+    """L30: a submit past a key's limit of one request per minute, and its Retry-After."""
+    mock.backend.update_config({"profile": {"rate_limits": {"requests_per_minute": 1}}})
+    submit(mock)
+    answer = submit(mock)
+    return answer.status_code, answer.headers.get("Retry-After"), answer.json()["errors"][0]["rule"]
+
+
 def see_body_too_large(mock):
     """L26: a body over the 1 MiB cap."""
     return submit(mock, {**BODY, "prompt": "x" * (1_100_000)}).status_code
@@ -162,13 +170,15 @@ def see_body_too_large(mock):
 SEE = {"L05": see_limits, "L08": see_limits, "L09": see_limits, "L11": see_submit_outcome,
        "L15": see_pending_codes, "L16": see_queued_download, "L17": see_opaque_image, "L18": see_batch_id,
        "L20": see_unknown_field, "L22": see_expiry, "L23": see_rejection, "L24": see_job_failure,
-       "L26": see_body_too_large, "L29": see_no_credits}
+       "L26": see_body_too_large, "L29": see_no_credits,
+       "L30": see_rate_limited}
 
 # What each variant shows where the default showed BASELINE[row].
 BASELINE = {"L05": (400, 200, 200, 400), "L11": ("SUCCESS", "PENDING", "SUCCESS"), "L15": (200, 200, 200),
             "L16": 404, "L17": (200, "image/jpeg", b"\xff\xd8\xff\xe0"), "L18": ["batch_id", "download_urls", "id", "status"],
             "L20": (200, []), "L22": (200, 200, 404), "L23": (400, ["error"], "samples"),
-            "L24": ["error", "id", "status"], "L26": 413, "L29": (402, "FAILURE")}
+            "L24": ["error", "id", "status"], "L26": 413, "L29": (402, "FAILURE"),
+            "L30": (429, "60", "rate_limit")}
 BASELINE["L08"] = BASELINE["L09"] = BASELINE["L05"]
 EXPECTED = {
     "L05:samples<=4": (200, 200, 200, 400),
@@ -192,6 +202,7 @@ EXPECTED = {
     "L23:fastapi": (422, ["detail"], "samples"),
     "L24:failure-without-id": ["error", "status"],
     "L26:too-large=400": 400,
+    "L30:rate_limited=503": (503, "60", "rate_limit"),
 }
 
 

@@ -20,7 +20,7 @@ from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, statu
 from .api import api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
-from .journaling import request_fields
+from .journaling import answer_fields, request_fields
 
 log = logging.getLogger("mockserver")
 
@@ -69,6 +69,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
+                **answer_fields(req, body, response, api_endpoint_kind(req.url_rule.endpoint if req.url_rule else "")),
             )
         return response
 
@@ -85,7 +86,10 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         if request.path.startswith("/__mock__"):
             return failure_response(error.errors, DEFAULT_STATUS.get(error.kind, 400))
         profile = backend.profile
-        return failure_response(error.errors, status_for(profile, error.kind), rejection_text_key(profile))
+        response = failure_response(error.errors, status_for(profile, error.kind), rejection_text_key(profile))
+        if getattr(error, "retry_after", None) is not None:  # RateLimited: when a slot frees
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

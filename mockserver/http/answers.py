@@ -16,7 +16,7 @@ from ..jobs import FAILURE, PENDING, SUCCESS, JobView
 
 # When a profile does not name a kind's status.
 DEFAULT_STATUS = {"submit_pending": 200, "poll_pending": 200, "success": 200, "job_failure": 200, "invalid": 400, "unauthorized": 401,
-                  "no_credits": 402, "not_found": 404, "image_not_ready": 404, "image_expired": 404, "body_too_large": 413,
+                  "no_credits": 402, "rate_limited": 429, "not_found": 404, "image_not_ready": 404, "image_expired": 404, "body_too_large": 413,
                   "method_not_allowed": 405, "conflict": 409}
 JOB_KINDS = {PENDING: "poll_pending", SUCCESS: "success", FAILURE: "job_failure"}
 SUBMIT_KINDS = {**JOB_KINDS, PENDING: "submit_pending"}

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..errors import FieldError, InvalidRequest
 from ..jobs import FAILURE, SUCCESS, JobView
+from ..journal import FILTERS as JOURNAL_FILTERS, KINDS as JOURNAL_KINDS
 from ..validation import check_url_text, parse_json_body
 from .answers import failure_response
 from .guard import guard_control_plane
@@ -92,6 +93,12 @@ def credits():
     return jsonify(keys=_backend().credits())
 
 
+@control.get("/rate-limits")
+def rate_limits():
+    """The profile's rate limits, and per key (redacted) its requests in the window and its PENDING jobs."""
+    return jsonify(_backend().rate_limits())
+
+
 @control.post("/clock/advance")
 def advance_clock():
     seconds = _json_object().get("seconds")
@@ -129,7 +136,50 @@ def fail_job(job_id: str):
 
 @control.get("/journal")
 def journal():
-    return jsonify(requests=_backend().journal.entries(_limit() if "limit" in request.args else None))
+    """Filters (docs/wire.md, each compared exactly, all must match): ``method``, ``path``, ``path_prefix``,
+    ``kind``, ``key`` (the API-Key header: compared here, never answered), ``batch_id``, ``job_id``, ``status``,
+    ``since`` (entries after that ``seq``); ``limit`` keeps the last N matching. Anything else is a 400 naming it."""
+    return jsonify(requests=_backend().journal.entries(_limit() if "limit" in request.args else None,
+                                                       **_journal_filters()))
+
+
+@control.get("/journal/counts")
+def journal_counts():
+    """Counts of every journaled request since start-up, reset or ``DELETE /journal``, whatever the journal's cap."""
+    return jsonify(_backend().journal.counts())
+
+
+def _journal_filters() -> dict:
+    filters: dict = {}
+    for name in request.args:
+        if name != "limit" and name not in JOURNAL_FILTERS:
+            raise InvalidRequest(FieldError(name, "unknown", "is not a journal filter: one of limit, "
+                                            + ", ".join(JOURNAL_FILTERS)))
+        values = request.args.getlist(name)
+        if len(values) > 1:
+            raise InvalidRequest(FieldError(name, "single", "must be given once"))
+    for name in JOURNAL_FILTERS:
+        value = request.args.get(name)
+        if value is None:
+            continue
+        if name in ("status", "since"):
+            top = 599 if name == "status" else 10**15
+            if not (value.isascii() and value.isdigit() and len(value) <= 16) or not \
+                    (100 if name == "status" else 0) <= int(value) <= top:
+                raise InvalidRequest(FieldError(name, "range", "must be an HTTP status code from 100 to 599"
+                                                if name == "status" else "must be a sequence number (0 or more)"))
+            filters[name] = int(value)
+        elif name == "kind" and value not in JOURNAL_KINDS:
+            raise InvalidRequest(FieldError(name, "enum", "must be one of " + ", ".join(JOURNAL_KINDS)))
+        elif name == "method" and not (value.isascii() and value.isalpha() and 1 <= len(value) <= 20):
+            raise InvalidRequest(FieldError(name, "pattern", "must be an HTTP method name (letters only)"))
+        elif name in ("path", "path_prefix") and not value.startswith("/"):
+            raise InvalidRequest(FieldError(name, "pattern", "must start with /"))
+        elif name in ("key", "batch_id", "job_id") and not value:
+            raise InvalidRequest(FieldError(name, "required", "must not be empty"))
+        else:
+            filters[name] = value
+    return filters
 
 
 @control.delete("/journal")

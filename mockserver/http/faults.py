@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import socket
+import struct
+import threading
 import time
 
-from flask import Response, g
+from flask import Response, g, request
 
 from ..errors import FieldError
+from ..faults import BODY_FAULTS, TRICKLE_MAX_SECONDS
 from .answers import failure_response
 
 DROP_HEADER = "X-SD35-Mock-Drop"
@@ -59,7 +64,7 @@ def apply_fault(backend, endpoint: str) -> Response | None:
     plan = backend.faults.pick(endpoint)
     _wait(plan.before_ms)
     rule = plan.action
-    if rule is not None and rule.phase == "before":
+    if rule is not None and rule.phase == "before" and rule.type not in BODY_FAULTS:
         return fault_response(rule)
     if plan.after_ms or rule is not None:
         g.after_fault = plan
@@ -72,6 +77,8 @@ def finish_fault(response: Response) -> Response:
     if plan is None:
         return response
     _wait(plan.after_ms)
+    if plan.action is not None and plan.action.type in BODY_FAULTS:
+        return body_fault(plan.action, response)
     return fault_response(plan.action) if plan.action is not None else response
 
 
@@ -98,3 +105,100 @@ def fault_response(rule) -> Response:
     response = Response(b"", status=200)
     response.headers[DROP_HEADER] = "1"
     return response
+
+
+# --- download body faults: a WSGI body iterator that breaks the answer on the wire -------------------------
+
+_trickling = threading.Semaphore(1)  # a trickle holds a server thread: never more than one at once
+
+
+def body_fault(rule, response: Response) -> Response:
+    """The real answer (its status and headers), with its body broken as ``rule`` says.
+
+    waitress sends the headers as given, and honours Content-Length: a body iterator that ends early makes it
+    close the connection after what was sent; one that gives more is cut at the declared length (and the
+    connection kept, the body looking complete).
+    """
+    if request.method == "HEAD":
+        return response
+    data = response.get_data()
+    environ = request.environ
+    size = len(data)
+    half = size // 2
+    if rule.type == "trickle":
+        rate = max(rule.bytes_per_second, math.ceil(size / TRICKLE_MAX_SECONDS))
+        _note(f"trickle {rate} B/s")
+        body, declared = _trickle(data, rate, _flusher(environ)), size
+    elif rule.type == "truncate":
+        sent = min(half if rule.bytes is None else rule.bytes, max(size - 1, 0))
+        _note(f"truncate at {sent} of {size} bytes")
+        body, declared = iter([data[:sent]]), size
+    elif rule.type == "reset":
+        sent = min(half if rule.bytes is None else rule.bytes, max(size - 1, 0))
+        _note(f"reset after {sent} of {size} bytes")
+        body, declared = _reset_after(data[:sent], environ), size
+    else:  # wrong_length
+        if rule.length == "long":
+            declared = size + (1024 if rule.bytes is None else max(rule.bytes, 1))
+        else:
+            declared = min(half if rule.bytes is None else rule.bytes, max(size - 1, 0))
+        _note(f"wrong_length {rule.length}: declared {declared} of {size} bytes")
+        body = iter([data])
+    response.response = body  # an iterator: Werkzeug then leaves the Content-Length below alone
+    response.headers["Content-Length"] = str(declared)
+    return response
+
+
+def _channel(environ):
+    """waitress's channel of this request (its bound ``check_client_disconnected``), else None."""
+    return getattr(environ.get("waitress.client_disconnected"), "__self__", None)
+
+
+def _flusher(environ):
+    """Send what the body iterator gave so far now. waitress holds output below ``send_bytes`` until the task
+    ends, so without this a trickle would arrive all at once."""
+    channel = _channel(environ)
+
+    def flush() -> None:
+        if channel is not None and channel.connected:
+            with channel.outbuf_lock:
+                channel._flush_exception(channel._flush_some, do_close=False)
+    return flush
+
+
+def _trickle(data: bytes, rate: int, flush):
+    """Send ``data`` at ``rate`` bytes a second; while another trickle runs, all at once (taken when the body
+    starts, so an answer never sent holds nothing)."""
+    if not _trickling.acquire(blocking=False):
+        yield data
+        return
+    try:
+        step = max(1, rate // 10)  # ten writes a second
+        started = time.monotonic()
+        for at in range(0, len(data), step):
+            yield data[at:at + step]
+            flush()  # waitress wrote the chunk when asking for the next one
+            late = started + (at + step) / rate - time.monotonic()
+            if late > 0:
+                time.sleep(min(late, TRICKLE_MAX_SECONDS))
+    finally:
+        _trickling.release()
+
+
+def _reset_after(head: bytes, environ):
+    """Send ``head``, then reset the connection (RST, not FIN) with the rest of the body still due."""
+    if head:
+        yield head
+    channel = _channel(environ)
+    if channel is None:  # not waitress (a test client): just end short
+        return
+    _flusher(environ)()
+    deadline = time.monotonic() + 2
+    while channel.total_outbufs_len and time.monotonic() < deadline:  # let what was sent leave first
+        time.sleep(0.005)
+        _flusher(environ)()
+    try:  # SO_LINGER 0: closing the socket resets the connection
+        channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    raise _server_disconnect_error()("fault injection: connection reset")

@@ -694,8 +694,10 @@ def test_an_expired_or_unready_download_is_image_unavailable(api, rsps, tmp_path
 
 
 def test_download_names_files_by_their_bytes_not_their_claims(api, rsps, tmp_path):
-    rsps.add(responses.GET, BASE + "/images/a.jpg", body=b"\x89PNG\r\n\x1a\nrest", content_type="image/jpeg")
-    rsps.add(responses.GET, BASE + "/files/b", body=b"\xff\xd8\xff\xe0rest", content_type="application/octet-stream")
+    # whole images, to their end markers (a cut-off one is never saved: test_client_download_faults.py)
+    rsps.add(responses.GET, BASE + "/images/a.jpg", body=b"\x89PNG\r\n\x1a\nrest\x00\x00\x00\x00IEND\xaeB`\x82",
+             content_type="image/jpeg")
+    rsps.add(responses.GET, BASE + "/files/b", body=b"\xff\xd8\xff\xe0rest\xff\xd9", content_type="application/octet-stream")
     paths = api.download([BASE + "/images/a.jpg", BASE + "/files/b"], tmp_path)
     assert [p.name for p in paths] == ["a.png", "b.jpg"]
 
