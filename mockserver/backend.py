@@ -13,7 +13,7 @@ import math
 import random
 import threading
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -182,31 +182,28 @@ class MockBackend:
         limit = self._rate_limit("max_pending")
         if limit is None:
             return
-        if self._pending_of(key) >= limit:
+        if self._pending_counts()[key] >= limit:
             raise RateLimited(FieldError(
                 "API-Key", "max_pending",
                 f"has {limit} jobs PENDING, its limit: retry once one is done"), retry_after=1)
 
-    def _pending_of(self, key: str) -> int:
-        """PENDING jobs of ``key`` (due ones finish first). Caller holds the lock."""
-        count = 0
+    def _pending_counts(self) -> Counter:
+        """PENDING jobs per owner key (due ones finish first). Caller holds the lock."""
+        counts: Counter = Counter()
         for job in self.store:
-            if job.owner_key == key and job.status == PENDING:
-                self._progress(job)
-                count += job.status == PENDING
-        return count
+            self._progress(job)
+            if job.status == PENDING:
+                counts[job.owner_key] += 1
+        return counts
 
     def rate_limits(self) -> dict:
         """The limits, and per key (redacted) its requests in the window and its PENDING jobs."""
         with self.store.lock:
             now = self.clock.now()
-            seen: dict[str, dict] = {}
-            for key, times in self._requests.items():
-                seen[key] = {"requests_in_window": sum(t > now - RATE_WINDOW_SECONDS for t in times), "pending": 0}
-            for job in self.store:
-                self._progress(job)
-                if job.status == PENDING:
-                    seen.setdefault(job.owner_key, {"requests_in_window": 0, "pending": 0})["pending"] += 1
+            pending = self._pending_counts()
+            seen = {key: {"requests_in_window": sum(t > now - RATE_WINDOW_SECONDS for t in self._requests.get(key, ())),
+                          "pending": pending[key]}
+                    for key in [*self._requests, *(k for k in pending if k not in self._requests)]}
             limits = dict(self.profile.get("rate_limits") or {"requests_per_minute": None, "max_pending": None})
             by_key = redacted_map(seen)
         return {"limits": dict(limits, window_seconds=RATE_WINDOW_SECONDS),
@@ -387,7 +384,7 @@ class MockBackend:
             self._progress_all()
             jobs = [j for j in self.store if (batch_id is None or j.request.batch_id == batch_id)
                     and (status is None or j.status == status)]
-            return [self._view(j) for j in reversed(jobs)][:limit]
+            return [self._view(j) for j in jobs[::-1][:limit]]  # a view only for what is returned
 
     def job(self, job_id: str) -> JobView:
         """One job of any key, without counting as a poll."""
