@@ -50,7 +50,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         ctx.started = time.monotonic()
         ctx.fault = None
         rule = request.url_rule
-        kind = api_endpoint_kind(rule.endpoint if rule else "")
+        ctx.kind = kind = api_endpoint_kind(rule.endpoint if rule else "")
         if kind:
             return apply_fault(backend, kind)
         return None
@@ -69,7 +69,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                **answer_fields(req, body, response, api_endpoint_kind(req.url_rule.endpoint if req.url_rule else "")),
+                **answer_fields(req, body, response, ctx.get("kind")),
             )
         return response
 
@@ -79,14 +79,18 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         response.status = status_line(response.status_code)
         return response
 
+    def refusal(errors: list[FieldError], kind: str, status: int | None = None) -> Response:
+        """A FAILURE answer of ``kind`` (``status``: a code of its own). The profile shapes what the app under
+        test sees; the control plane keeps fixed codes and ``error``, so a profile that answers errors with
+        200 can never make a refused control call look applied."""
+        if request.path.startswith("/__mock__"):
+            return failure_response(errors, status or DEFAULT_STATUS.get(kind, 400))
+        profile = backend.profile
+        return failure_response(errors, status or status_for(profile, kind), rejection_text_key(profile))
+
     @app.errorhandler(MockError)
     def mock_error(error: MockError):
-        """The profile shapes what the app under test sees; the control plane keeps fixed codes, so a profile
-        that answers errors with 200 can never make a refused control call look applied."""
-        if request.path.startswith("/__mock__"):
-            return failure_response(error.errors, DEFAULT_STATUS.get(error.kind, 400))
-        profile = backend.profile
-        response = failure_response(error.errors, status_for(profile, error.kind), rejection_text_key(profile))
+        response = refusal(error.errors, error.kind)
         if getattr(error, "retry_after", None) is not None:  # RateLimited: when a slot frees
             response.headers["Retry-After"] = str(error.retry_after)
         return response
@@ -96,13 +100,11 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         code = error.code or 400
         if code in HTTP_ERRORS:
             field, rule, message, kind = HTTP_ERRORS[code]
-            code = status_for(backend.profile, kind)
-        else:
-            field, rule, message = "request", "valid", error.description or "is invalid"
-        if error.code == 413:
-            message = f"is too large: at most {backend.config.max_body_bytes} bytes"
-        text_key = "error" if request.path.startswith("/__mock__") else rejection_text_key(backend.profile)
-        response = failure_response([FieldError(field, rule, message)], code, text_key)
+            if code == 413:
+                message = f"is too large: at most {backend.config.max_body_bytes} bytes"
+            response = refusal([FieldError(field, rule, message)], kind)
+        else:  # werkzeug's other refusals keep their own code
+            response = refusal([FieldError("request", "valid", error.description or "is invalid")], "invalid", code)
         if error.code == 405 and getattr(error, "valid_methods", None):
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
