@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from .validation import shown
+
 MAX_HEADERS, HEADER_CHARS = 100, 500
 SECRET_HEADERS = {"api-key", "authorization", "cookie", "proxy-authorization"}
 KINDS = ("submit", "status", "download", "other")
@@ -20,7 +22,7 @@ def redact(value: str) -> str:
 def _text(value: object, limit: int | None = None) -> str:
     """A recorded value as text any answer can encode: records are kept as they came (a lone surrogate
     included), so it is reading them that must never fail."""
-    return str(value)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown(str(value)[:limit])
 
 
 class Journal:

@@ -213,7 +213,7 @@ class RequestValidator:
             return [FieldError(name, "required", "is required") for name in value if name not in body]
         if rule == "additionalProperties":  # the profile's reject_unknown_fields: each one named
             unknown = [name for name in body if name not in self.schema["properties"]]
-            return [FieldError(_shown(name)[:MAX_FIELD_CHARS], "unknown", "is not a field of this endpoint")
+            return [FieldError(shown(name)[:MAX_FIELD_CHARS], "unknown", "is not a field of this endpoint")
                     for name in unknown[:MAX_TEXT_ERRORS]]
         field = str(error.path[0]) if error.path else "body"
         if rule == "pattern":
@@ -260,8 +260,9 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _shown(name: str) -> str:
-    """A name fit to print in an error, even one that is not text itself."""
+def shown(name: str) -> str:
+    """``name`` fit to print or encode in any answer, even when it is not text itself (a lone surrogate
+    becomes ``\\udc00``)."""
     return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -277,7 +278,7 @@ def _non_text_fields(document: object) -> list[FieldError]:
             errors.append(FieldError(path or "body", "unicode", NOT_TEXT))
         elif isinstance(value, dict):
             for key, item in value.items():
-                child = (f"{path}.{_shown(key)}" if path else _shown(key))[:MAX_FIELD_CHARS]
+                child = (f"{path}.{shown(key)}" if path else shown(key))[:MAX_FIELD_CHARS]
                 if not _is_text(key):
                     errors.append(FieldError(child, "unicode", "name " + NOT_TEXT))
                 queue.append((child, item))
@@ -295,7 +296,7 @@ def check_url_text(path_field: str, path: bytes, query: bytes = b"") -> None:
     if not _is_text(path.decode("utf-8", "surrogateescape")):
         errors.append(FieldError(path_field, "unicode", NOT_TEXT))
     pairs = parse_qsl(query.decode("utf-8", "surrogateescape"), keep_blank_values=True, errors="surrogateescape")
-    errors += [FieldError(_shown(name)[:MAX_FIELD_CHARS] or "query", "unicode", NOT_TEXT)
+    errors += [FieldError(shown(name)[:MAX_FIELD_CHARS] or "query", "unicode", NOT_TEXT)
                for name, value in pairs if not (_is_text(name) and _is_text(value))]
     if errors:
         raise InvalidRequest(errors[:MAX_TEXT_ERRORS])
