@@ -13,6 +13,7 @@ from mockserver.backend import MockBackend
 from mockserver.cli import build_parser, config_from_args
 from mockserver.config import MockConfig
 from mockserver.errors import InvalidRequest, NoCredits
+from tests.helpers import race
 
 BASE = "http://mock.test/"
 ONE = {"prompt": "a red fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 0.0,
@@ -109,22 +110,8 @@ def test_reset_restores_the_start_up_balances_and_zeroes_the_spend(make_backend)
 
 def test_n_threads_against_a_balance_of_k_get_exactly_k_jobs(make_backend):
     backend = make_backend(credits={KEY: 7})
-    accepted, refused = [], []
-    start = threading.Barrier(24)
-
-    def one():
-        start.wait()
-        try:
-            accepted.append(backend.submit(KEY, ONE, BASE).id)
-        except NoCredits:
-            refused.append(1)
-
-    threads = [threading.Thread(target=one) for _ in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert (len(accepted), len(refused)) == (7, 17)
+    accepted, refused = race(lambda: backend.submit(KEY, ONE, BASE).id, 24, NoCredits)
+    assert (len(accepted), refused) == (7, 17)
     assert len(backend.list_jobs()) == 7 and account(backend)[0] == {"key": "ke…(16 chars)", "spent": 7, "balance": 0}
 
 

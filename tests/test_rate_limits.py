@@ -2,8 +2,6 @@
 reads, one bucket) and PENDING jobs at once; both off (null) by default. Over a limit: 429 (the profile's
 ``http_status.rate_limited``) with Retry-After, a FAILURE naming API-Key, nothing created, no credit spent."""
 
-import threading
-
 import pytest
 import requests
 
@@ -11,6 +9,7 @@ from client import ImagePipelineClient, RateLimitedError, RetryPolicy
 from mockserver.backend import RATE_TRACKED_KEYS, MockBackend
 from mockserver.config import MockConfig, load_profile
 from mockserver.errors import InvalidRequest, RateLimited, Unauthorized
+from tests.helpers import race
 
 BASE = "http://mock.test/"
 ONE = {"prompt": "a red fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 0.0,
@@ -149,45 +148,15 @@ def test_bad_values_are_refused_naming_the_key(rate_limits, field):
 
 def test_threads_racing_for_a_limit_get_exactly_that_many(make_backend):
     backend = make_backend({"requests_per_minute": 7, "max_pending": 1_000}, lifecycle="manual")
-    outcomes: list[str] = []
-    start = threading.Barrier(20)
-
-    def one() -> None:
-        start.wait()
-        try:
-            backend.submit(KEY, ONE, BASE)
-            outcomes.append("ok")
-        except RateLimited:
-            outcomes.append("limited")
-
-    threads = [threading.Thread(target=one) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert outcomes.count("ok") == 7 and outcomes.count("limited") == 13
+    accepted, limited = race(lambda: backend.submit(KEY, ONE, BASE), 20, RateLimited)
+    assert (len(accepted), limited) == (7, 13)
     assert len(backend.list_jobs()) == 7
 
 
 def test_threads_racing_for_max_pending_get_exactly_that_many(make_backend):
     backend = make_backend({"max_pending": 3}, lifecycle="manual")
-    results: list[bool] = []
-    start = threading.Barrier(16)
-
-    def one() -> None:
-        start.wait()
-        try:
-            backend.submit(KEY, ONE, BASE)
-            results.append(True)
-        except RateLimited:
-            results.append(False)
-
-    threads = [threading.Thread(target=one) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 3 and len(backend.list_jobs()) == 3
+    accepted, limited = race(lambda: backend.submit(KEY, ONE, BASE), 16, RateLimited)
+    assert (len(accepted), limited) == (3, 13) and len(backend.list_jobs()) == 3
 
 
 # -- over HTTP ----------------------------------------------------------------------------------------------
