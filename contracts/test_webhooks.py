@@ -1,5 +1,6 @@
-"""Webhook contracts (L19), mock-only: they need a receiver the target can reach and the mock's
-webhook journal. On a terminal state the status body is POSTed to the URL, and retried on failure."""
+"""Webhook contracts (L19, L31), mock-only: they need a receiver the target can reach and the mock's
+webhook journal. On a terminal state the status body is POSTed to the URL, and retried on failure; by default
+once per job, in the order jobs finish."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ def test_a_failed_delivery_is_retried(contract, webhook_receiver):
     assert calls[0].json == calls[1].json, "the retry sent another body"
     records = contract.control.webhooks(job.id)
     assert [r["outcome"] for r in records] == ["http_error", "delivered"], records
+
+
+@pytest.mark.ledger("L31")
+def test_each_job_is_called_once_in_the_order_jobs_finish(contract, webhook_receiver):
+    contract.control.configure(lifecycle="manual")
+    first, second = (contract.client.submit(as_request(dict(CHEAPEST, webhook=webhook_receiver.url, batch_id=b)),
+                                            validate=False) for b in ("order-1", "order-2"))
+    contract.control.complete(second.id)
+    assert [c.json["id"] for c in webhook_receiver.expect(1)] == [second.id]  # finished first, called first
+    contract.control.complete(first.id)
+    calls = webhook_receiver.expect(2)
+    assert [c.json["id"] for c in calls] == [second.id, first.id], webhook_receiver.describe()
+    assert len(contract.control.webhooks(first.id)) == len(contract.control.webhooks(second.id)) == 1
+    assert len(webhook_receiver.calls) == 2, webhook_receiver.describe()
+    contract.observe("L31", {"calls": [c.json["id"] for c in calls]})

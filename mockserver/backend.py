@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .config import MockConfig, redacted_map
-from .errors import Conflict, FieldError, ImageExpired, ImageNotReady, NoCredits, NotFound, RateLimited, Unauthorized
+from .errors import (Conflict, FieldError, ImageExpired, ImageNotReady, InvalidRequest, NoCredits, NotFound,
+                     RateLimited, Unauthorized)
 from .faults import FaultInjector
 from .images import CONTENT_TYPES, ImageCache, ImageSpec
 from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore, JobView
 from .journal import Journal
+from .rules import Rule, RuleBook
 from .validation import GenerationRequest, RequestValidator
 from .webhooks import WebhookDispatcher
 
@@ -49,6 +51,7 @@ class MockBackend:
         self.clock = clock or Clock()
         self.images = ImageCache(max_bytes=self.initial_config.image_cache_bytes)
         self.faults = FaultInjector(self.initial_config.seed)
+        self.rules = RuleBook()
         self.webhooks = WebhookDispatcher(
             timeout=self.initial_config.webhook_timeout,
             max_attempts=self.initial_config.webhook_max_attempts,
@@ -91,10 +94,9 @@ class MockBackend:
             if "credits" in changes:  # only a patch naming credits sets balances: another one leaves them be
                 self._set_credits(new.credits, keep_spent=True)
             self._due.clear()
-            if new.lifecycle == "seconds":
-                for job in self.store:
-                    if job.status == PENDING:
-                        self._schedule(job)
+            for job in self.store:  # the new timing, except for jobs a rule times
+                if job.status == PENDING and self._timing(job)[0] == "seconds":
+                    self._schedule(job)
             self._progress_all()
         return new
 
@@ -108,6 +110,7 @@ class MockBackend:
             self.webhooks.clear()
             self._requests.clear()
             self.faults.clear(self.initial_config.seed)
+            self.rules.clear()
             self._apply_config(self.initial_config)
             self._set_credits(self.initial_config.credits, keep_spent=False)
 
@@ -218,9 +221,10 @@ class MockBackend:
             raise Unauthorized(FieldError("API-Key", "valid", "is not a valid key"))
         return api_key
 
-    def submit(self, api_key: str | None, body: object, base_url: str) -> JobView:
+    def submit(self, api_key: str | None, body: object, base_url: str, rule: Rule | None = None) -> JobView:
         """A new job for a valid request (``body``: the parsed JSON); ``base_url``: where its downloads live
-        unless ``public_url`` says otherwise."""
+        unless ``public_url`` says otherwise; ``rule``: the rule this submit matched, which may set the job's
+        lifecycle, outcome and webhook fault."""
         owner = self.authenticate(api_key)
         with self.store.lock:
             self._admit(owner)  # counted whatever its body, like a provider's gateway
@@ -230,16 +234,18 @@ class MockBackend:
             self._charge(owner, request.samples)  # first: a refused submit creates nothing
             now = self.clock.now()
             job_id = self._new_id()
+            drawn = FAILURE if self._rng.random() < self.config.failure_rate else SUCCESS  # drawn always: a rule
+            rule = rule if rule is not None and rule.shapes_jobs else None           # leaves others' draws be
             names = [f"{request.file_prefix or ''}{job_id}-{n}.png" for n in range(1, request.samples + 1)]
             job = Job(
                 id=job_id, owner_key=owner, request=request, created_at=now,
                 base_url=(self.config.public_url or base_url).rstrip("/"),
-                planned_outcome=FAILURE if self._rng.random() < self.config.failure_rate else SUCCESS,
-                tokens=[self._new_token() for _ in range(request.samples)], file_names=names,
+                planned_outcome=(rule and rule.outcome) or drawn,
+                tokens=[self._new_token() for _ in range(request.samples)], file_names=names, rule=rule,
             )
             job.history.append((PENDING, now))
             self.store.add(job, now)
-            if self.config.lifecycle == "seconds":
+            if self._timing(job)[0] == "seconds":
                 self._schedule(job)
             finished = self.profile.get("submit", {}).get("finished", "lifecycle")
             if finished == "never":  # the answer is PENDING; the job itself goes on per lifecycle
@@ -289,7 +295,8 @@ class MockBackend:
         return JobView(id=job.id, status=job.status, error=job.error,
                        download_urls=tuple(self._download_urls(job)) if shows_urls else None,
                        request=job.request, created_at=job.created_at, finished_at=job.finished_at,
-                       polls=job.polls, forced=job.forced, history=tuple(job.history))
+                       polls=job.polls, forced=job.forced, history=tuple(job.history),
+                       rule_id=job.rule.id if job.rule else None)
 
     def _download_urls(self, job: Job) -> list[str]:
         if job.request.direct_link:
@@ -303,16 +310,27 @@ class MockBackend:
         holds the store lock."""
         if job.status != PENDING:
             return
-        cfg = self.config
+        lifecycle, seconds, polls = self._timing(job)
         due = (
             at_once
-            or cfg.lifecycle == "immediate"
-            or (cfg.lifecycle == "seconds" and self.clock.now() >= job.created_at + cfg.pending_seconds)
-            or (cfg.lifecycle == "polls" and job.polls >= cfg.pending_polls)
+            or lifecycle == "immediate"
+            or (lifecycle == "seconds" and self.clock.now() >= job.created_at + seconds)
+            or (lifecycle == "polls" and job.polls >= polls)
         )
         if due:
-            error = self.profile.get("failure_message", "Image generation failed") if job.planned_outcome == FAILURE else None
+            error = None
+            if job.planned_outcome == FAILURE:
+                error = (job.rule and job.rule.error) or self.profile.get("failure_message", "Image generation failed")
             self._finish(job, job.planned_outcome, error)
+
+    def _timing(self, job: Job) -> tuple[str, float, int]:
+        """The job's lifecycle, pending seconds and pending polls: its rule's where it sets them, else the
+        configuration's (so a rule's job keeps its timing whatever the configuration becomes)."""
+        cfg, rule = self.config, job.rule
+        if rule is None or rule.lifecycle is None:
+            return cfg.lifecycle, cfg.pending_seconds, cfg.pending_polls
+        return (rule.lifecycle, cfg.pending_seconds if rule.pending_seconds is None else rule.pending_seconds,
+                cfg.pending_polls if rule.pending_polls is None else rule.pending_polls)
 
     def _progress_all(self) -> None:
         for job in self.store:
@@ -322,11 +340,12 @@ class MockBackend:
         if not job.finish(status, self.clock.now(), error, forced):
             return False
         if job.request.webhook:
-            self.webhooks.submit(job.id, job.request.webhook, self._view(job).body(self.profile))
+            fault = job.rule.webhook_fault if job.rule and job.rule.webhook_fault else self.faults.pick("webhook").action
+            self.webhooks.submit(job.id, job.request.webhook, self._view(job).body(self.profile), fault=fault)
         return True
 
     def _schedule(self, job: Job) -> None:
-        heapq.heappush(self._due, (job.created_at + self.config.pending_seconds, job.id))
+        heapq.heappush(self._due, (job.created_at + self._timing(job)[1], job.id))
         with self._wake:
             if self._ticker is None and not self._closed:
                 self._ticker = threading.Thread(target=self._tick_forever, name="sd35-mock-lifecycle", daemon=True)
@@ -377,6 +396,29 @@ class MockBackend:
             if not self._finish(job, status, error, forced=True):
                 raise Conflict(FieldError("status", "terminal", f"job is already {job.status}; terminal states never change"))
             return self._view(job)
+
+    def resend_webhook(self, job_id: str, url: str | None = None) -> JobView:
+        """Send the job's body (as it stands) to its webhook again, or to ``url`` (checked like any webhook: an
+        allowed host, never the mock itself); recorded with ``resent``. No faults apply: it is the test's own."""
+        with self.store.lock:
+            job = self._job(job_id)
+            self._progress(job)
+            view = self._view(job)
+        target = url if url is not None else job.request.webhook
+        if target is None:
+            raise InvalidRequest(FieldError("url", "required", "the job has no webhook: give the url to send it to"))
+        self.webhooks.submit(job.id, target, view.body(self.profile), resent=True)
+        return view
+
+    def facts_of(self, job_id: str | None = None, image: str | None = None) -> tuple[str | None, str | None]:
+        """The ``batch_id`` and prompt of the job with ``job_id``, or of the job behind a download's ``image``
+        key (token or file name): what rules match a status read or a download on. (None, None) if none."""
+        with self.store.lock:
+            job = self.store.get(job_id) if job_id is not None else None
+            if image is not None:
+                found = self.store.image(image)
+                job = found[0] if found else None
+            return (job.request.batch_id, job.request.prompt) if job else (None, None)
 
     def list_jobs(self, batch_id: str | None = None, status: str | None = None, limit: int = 100) -> list[JobView]:
         """Jobs of every key, newest first."""

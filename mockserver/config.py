@@ -194,7 +194,7 @@ class MockConfig:
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        data["api_keys"] = [_redact(k) for k in self.api_keys]
+        data["api_keys"] = [redact_key(k) for k in self.api_keys]
         data["credits"] = redacted_map(self.credits)
         data["webhook_allow_hosts"] = list(self.webhook_allow_hosts)
         return data
@@ -217,13 +217,13 @@ def redacted_map(by_key: dict) -> dict:
     """``by_key`` with each key redacted; two keys that redact alike stay apart ("k1…(5 chars) #2")."""
     out: dict = {}
     for key in sorted(by_key):
-        name, n = _redact(key), 1
+        name, n = redact_key(key), 1
         while (name if n == 1 else f"{name} #{n}") in out:
             n += 1
         out[name if n == 1 else f"{name} #{n}"] = by_key[key]
     return out
 
 
-def _redact(key: str) -> str:
+def redact_key(key: str) -> str:
     """Keys never leave the mock whole: enough to tell them apart, not to reuse them."""
     return key[:2] + "…" + f"({len(key)} chars)" if len(key) > 4 else "…"

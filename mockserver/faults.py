@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass
 
 from .errors import FieldError, InvalidRequest
 
-FAULT_TYPES = ("latency", "status", "drop", "malformed", "trickle", "truncate", "wrong_length", "reset")
+# Faults of a job's webhook, as deliveries fail in life: late, twice, overtaken, lost the first N times
+WEBHOOK_FAULTS = ("webhook_delay", "webhook_duplicate", "webhook_drop", "webhook_out_of_order")
+FAULT_TYPES = ("latency", "status", "drop", "malformed", "trickle", "truncate", "wrong_length", "reset",
+               *WEBHOOK_FAULTS)
 # Faults of a download's body, as they fail in life; they apply to the answer once it is built (either phase)
 BODY_FAULTS = ("trickle", "truncate", "wrong_length", "reset")
 # A trickling answer holds one server thread for its whole length: the rate has a floor, and is raised further
@@ -24,8 +27,10 @@ MAX_BYTES_PER_SECOND = 100 * 1024 * 1024
 TRICKLE_MAX_SECONDS = 30
 LENGTHS = ("short", "long")  # wrong_length: a Content-Length below the body, or above it
 PHASES = ("before", "after")  # before the request is handled (nothing happens), or after (the job exists)
-ENDPOINTS = ("any", "submit", "status", "download")
+ENDPOINTS = ("any", "submit", "status", "download", "webhook")  # "any": the three API endpoints, not webhooks
 MAX_LATENCY_MS = 60_000
+MAX_COPIES, MAX_DROPPED_ATTEMPTS = 10, 100
+OUT_OF_ORDER_MS = 10_000  # webhook_out_of_order: held until another delivery goes out, or this long at most
 MAX_RULES = 100
 
 
@@ -43,6 +48,8 @@ class FaultRule:
     bytes: int | None = None        # "truncate"/"reset": body bytes sent; "wrong_length": the declared length
                                     # ("short") or how far it overstates the body ("long"); None: half the body
     length: str | None = None       # type "wrong_length": "short" (the default) or "long"
+    copies: int | None = None       # type "webhook_duplicate": extra deliveries of the same body
+    attempts: int | None = None     # type "webhook_drop": the first N attempts are lost (then retried)
     applied: int = 0
 
     @classmethod
@@ -51,9 +58,10 @@ class FaultRule:
             raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
         problems = []
         unknown = set(data) - {"type", "endpoint", "times", "rate", "status", "retry_after", "ms", "phase",
-                               "bytes_per_second", "bytes", "length"}
+                               "bytes_per_second", "bytes", "length", "copies", "attempts"}
         problems += [FieldError(k, "unknown", "is not a fault rule key") for k in sorted(unknown)]
-        kind, endpoint = data.get("type"), data.get("endpoint", "any")
+        kind = data.get("type")
+        endpoint = data.get("endpoint", "webhook" if kind in WEBHOOK_FAULTS else "any")
         if kind not in FAULT_TYPES:
             problems.append(FieldError("type", "enum", f"must be one of {', '.join(FAULT_TYPES)}"))
         if endpoint not in ENDPOINTS:
@@ -74,21 +82,36 @@ class FaultRule:
             problems.append(FieldError("status", "range", "must be an HTTP error status from 400 to 599"))
         if retry_after is not None and (not _whole(retry_after) or not 0 <= retry_after <= 86_400):
             problems.append(FieldError("retry_after", "range", "must be whole seconds from 0 to 86400"))
-        if kind == "latency" and (not _whole(ms) or not 0 <= ms <= MAX_LATENCY_MS):
+        if kind in ("latency", "webhook_delay") and (not _whole(ms) or not 0 <= ms <= MAX_LATENCY_MS):
             problems.append(FieldError("ms", "range", f"must be whole milliseconds from 0 to {MAX_LATENCY_MS}"))
         problems += _body_fault_problems(kind, endpoint, data)
+        problems += _webhook_fault_problems(kind, endpoint, data)
         if problems:
             raise InvalidRequest(problems)
         if kind == "wrong_length":
             data = dict(data, length=data.get("length", "short"))
+        if kind == "webhook_duplicate":
+            data = dict(data, copies=data.get("copies", 1))
+        elif kind == "webhook_drop":
+            data = dict(data, attempts=data.get("attempts", 1))
+        elif kind == "webhook_out_of_order":
+            data = dict(data, ms=data.get("ms", OUT_OF_ORDER_MS))
+            ms = data["ms"]
         if times is None and rate is None:
             times = 1
         return cls(type=kind, endpoint=endpoint, times=times, rate=rate, status=status,
                    retry_after=retry_after, ms=ms, phase=phase, bytes_per_second=data.get("bytes_per_second"),
-                   bytes=data.get("bytes"), length=data.get("length"))
+                   bytes=data.get("bytes"), length=data.get("length"), copies=data.get("copies"),
+                   attempts=data.get("attempts"))
 
     def matches(self, endpoint: str) -> bool:
-        return self.endpoint in ("any", endpoint)
+        return self.endpoint == endpoint or (self.endpoint == "any" and endpoint != "webhook")
+
+    def describe(self) -> str:
+        """What a webhook fault does, for the delivery records."""
+        return {"webhook_delay": f"webhook_delay {self.ms} ms", "webhook_duplicate": f"webhook_duplicate x{self.copies}",
+                "webhook_drop": f"webhook_drop first {self.attempts}",
+                "webhook_out_of_order": f"webhook_out_of_order (held up to {self.ms} ms)"}.get(self.type, self.type)
 
     @property
     def spent(self) -> bool:
@@ -106,6 +129,14 @@ class FaultPlan:
     before_ms: int = 0
     after_ms: int = 0
     action: FaultRule | None = None
+
+
+def plan_of(rule: FaultRule) -> FaultPlan:
+    """The plan for the fault a matching rule (``rules.Rule``) carries: it takes the place of the server-wide ones."""
+    if rule.type == "latency":
+        return FaultPlan(before_ms=rule.ms if rule.phase == "before" else 0,
+                         after_ms=rule.ms if rule.phase == "after" else 0)
+    return FaultPlan(action=rule)
 
 
 class FaultInjector:
@@ -175,6 +206,28 @@ def _body_fault_problems(kind: object, endpoint: object, data: Mapping) -> list[
         problems.append(FieldError("bytes", "range", "must be a whole number of bytes, 0 or more"))
     if kind == "wrong_length" and data.get("length", "short") not in LENGTHS:
         problems.append(FieldError("length", "enum", "must be 'short' (declared below the body) or 'long'"))
+    return problems
+
+
+def _webhook_fault_problems(kind: object, endpoint: object, data: Mapping) -> list[FieldError]:
+    """The webhook faults: each key only with its type, and those types only (and only they) on "webhook"."""
+    problems = []
+    for key, kinds in {"copies": ("webhook_duplicate",), "attempts": ("webhook_drop",)}.items():
+        if key in data and kind not in kinds:
+            problems.append(FieldError(key, "type", f"applies only to type {' or '.join(kinds)}"))
+    if (kind in WEBHOOK_FAULTS) != (endpoint == "webhook"):
+        problems.append(FieldError("endpoint", "webhook_only", 'the webhook_* types, and only they, take endpoint '
+                                                               '"webhook" (their default)'))
+    if kind in WEBHOOK_FAULTS and "phase" in data:
+        problems.append(FieldError("phase", "type", "applies only to the API endpoints' faults"))
+    copies, attempts, ms = data.get("copies", 1), data.get("attempts", 1), data.get("ms", OUT_OF_ORDER_MS)
+    if kind == "webhook_duplicate" and (not _whole(copies) or not 1 <= copies <= MAX_COPIES):
+        problems.append(FieldError("copies", "range", f"must be a whole number from 1 to {MAX_COPIES}"))
+    if kind == "webhook_drop" and (not _whole(attempts) or not 1 <= attempts <= MAX_DROPPED_ATTEMPTS):
+        problems.append(FieldError("attempts", "range", f"must be a whole number from 1 to {MAX_DROPPED_ATTEMPTS} "
+                                                        "(attempts past the mock's webhook_max_attempts are never made)"))
+    if kind == "webhook_out_of_order" and (not _whole(ms) or not 0 <= ms <= MAX_LATENCY_MS):
+        problems.append(FieldError("ms", "range", f"must be whole milliseconds from 0 to {MAX_LATENCY_MS}"))
     return problems
 
 

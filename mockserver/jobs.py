@@ -10,9 +10,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .validation import GenerationRequest
+
+if TYPE_CHECKING:
+    from .rules import Rule
 
 PENDING, SUCCESS, FAILURE = "PENDING", "SUCCESS", "FAILURE"
 TERMINAL = (SUCCESS, FAILURE)
@@ -56,6 +59,7 @@ class Job:
     forced: bool = False
     touched_at: float = 0.0                  # last submit, status read or image read: what eviction goes by
     history: list[tuple[str, float]] = field(default_factory=list)
+    rule: Rule | None = None                 # the rule that shaped it (lifecycle, outcome, webhook fault)
 
     @property
     def is_terminal(self) -> bool:
@@ -86,6 +90,7 @@ class JobView:
     polls: int
     forced: bool
     history: tuple[tuple[str, float], ...]
+    rule_id: str | None = None
 
     @property
     def batch_id(self) -> str | None:

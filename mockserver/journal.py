@@ -12,7 +12,7 @@ SECRET_HEADERS = {"api-key", "authorization", "cookie", "proxy-authorization"}
 KINDS = ("submit", "status", "download", "other")
 MAX_COUNTED_BATCH_IDS = 1_000  # distinct batch_ids counted by name; the rest go to ``other_batch_ids``
 # GET /__mock__/journal filters (docs/wire.md): each compares one field of an entry exactly
-FILTERS = ("method", "path", "path_prefix", "kind", "key", "batch_id", "job_id", "status", "since")
+FILTERS = ("method", "path", "path_prefix", "kind", "key", "batch_id", "job_id", "status", "rule", "since")
 
 
 def redact(value: str) -> str:
@@ -38,15 +38,15 @@ class Journal:
 
     def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
                duration_ms: float, fault: str | None = None, kind: str = "other", job_id: str | None = None,
-               batch_id: str | None = None, retry_after: str | None = None) -> None:
+               batch_id: str | None = None, retry_after: str | None = None, rule: str | None = None) -> None:
         """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
         ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
         (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
-        ``retry_after``: the answer's Retry-After header. Counts (``counts()``) outlive the entries' cap."""
+        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied. Counts (``counts()``) outlive the entries' cap."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
-        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after)
+        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after, rule)
         raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault,
                extra)
         with self._lock:
@@ -56,7 +56,7 @@ class Journal:
 
     def _shape(self, seq: int, raw: tuple) -> dict:
         at, method, path, query, pairs, body, body_len, status, duration_ms, fault, extra = raw
-        kind, job_id, batch_id, retry_after = extra
+        kind, job_id, batch_id, retry_after, rule = extra
         text = body.decode("utf-8", "replace")[: self.body_chars]
         entry = {
             "at": at,
@@ -79,6 +79,8 @@ class Journal:
             entry["retry_after"] = _text(retry_after, 100)
         if fault:
             entry["fault"] = fault
+        if rule is not None:
+            entry["rule"] = rule
         return entry
 
     def entries(self, limit: int | None = None, **filters) -> list[dict]:
@@ -112,7 +114,7 @@ class Journal:
 def _matches(seq: int, raw: tuple, f: dict) -> bool:
     _, method, path, _, pairs, *_rest = raw
     status, extra = raw[7], raw[10]
-    kind, job_id, batch_id, _ = extra
+    kind, job_id, batch_id, _, rule = extra
     if "since" in f and seq <= f["since"]:
         return False
     if "method" in f and str(method).upper() != f["method"].upper():
@@ -128,6 +130,8 @@ def _matches(seq: int, raw: tuple, f: dict) -> bool:
     if "batch_id" in f and batch_id != f["batch_id"]:
         return False
     if "job_id" in f and job_id != f["job_id"]:
+        return False
+    if "rule" in f and rule != f["rule"]:
         return False
     if "key" in f and not any(str(k).lower() == "api-key" and v == f["key"] for k, v in pairs):
         return False

@@ -126,7 +126,8 @@ class MockControl:
     def requests(self, **filters: Any) -> list[dict]:
         """Journaled requests, oldest first, matching every filter (``GET /__mock__/journal``, docs/wire.md):
         ``method``, ``path``, ``path_prefix``, ``kind`` (submit, status, download, other), ``key`` (the API-Key
-        sent; entries stay redacted), ``batch_id``, ``job_id``, ``status``, ``since`` (a ``seq``), ``limit``."""
+        sent; entries stay redacted), ``batch_id``, ``job_id``, ``status``, ``rule`` (the id of the rule that
+        applied), ``since`` (a ``seq``), ``limit``."""
         return self.call("GET", "/journal", params={k: v for k, v in filters.items() if v is not None})["requests"]
 
     def counts(self) -> dict:
@@ -202,6 +203,28 @@ class MockControl:
             params["job_id"] = job_id
         return self.call("GET", "/webhooks", params=params)["deliveries"]
 
+    def resend_webhook(self, job_id: str, url: str | None = None) -> dict:
+        """Send the job's webhook again (to ``url`` if given); the attempts appear in ``webhooks(job_id)``."""
+        return self.call("POST", f"/jobs/{job_id}/webhook", json={"url": url} if url else {}, expect=(202,))
+
+    # -- rules: outcomes for the requests that match them (docs/wire.md, "Rules") --------------------
+
+    def add_rule(self, match: dict | None = None, **effect: Any) -> dict:
+        """Add a rule; returns it with its ``id``. ``match``: any of ``api_key``, ``batch_id``,
+        ``prompt_contains``, ``prompt_pattern`` (RE2), ``headers`` ({name: value}); effect: ``lifecycle``,
+        ``pending_seconds``, ``pending_polls``, ``outcome`` (``error``), ``fault`` (a fault rule), ``times``.
+        E.g. ``add_rule({"batch_id": "b1"}, outcome="FAILURE", error="nsfw")``."""
+        return self.call("POST", "/rules", json={"match": match or {}, **effect})
+
+    def rules(self) -> list[dict]:
+        return self.call("GET", "/rules")["rules"]
+
+    def remove_rule(self, rule_id: str) -> None:
+        self.call("DELETE", f"/rules/{rule_id}")
+
+    def clear_rules(self) -> None:
+        self.call("DELETE", "/rules")
+
     def fault(self, **rule: Any) -> dict:
         """Inject a fault (see docs/wire.md): e.g. ``fault(endpoint="submit", type="status", status=503)``."""
         return self.call("POST", "/faults", json=rule)
@@ -223,7 +246,8 @@ def describe_requests(entries: list[dict], limit: int = 50) -> str:
     """Journal entries as lines for a failure message: seq, method, path, status, at (and ids, Retry-After)."""
     lines = []
     for e in entries[:limit]:
-        extra = "".join(f" {name}={e[name]!r}" for name in ("job_id", "batch_id", "retry_after", "fault") if name in e)
+        extra = "".join(f" {name}={e[name]!r}" for name in ("job_id", "batch_id", "retry_after", "fault", "rule")
+                        if name in e)
         lines.append(f"  #{e['seq']} {e['method']} {e['path']} -> {e['status']} at={e['at']:.3f}{extra}")
     if len(entries) > limit:
         lines.append(f"  ... and {len(entries) - limit} more")
@@ -330,6 +354,30 @@ class WebhookReceiver:
         with self._arrived:
             self._arrived.wait_for(lambda: len(self.calls) >= count, timeout=timeout)
             return list(self.calls)
+
+    def expect(self, count: int, timeout: float = 10.0) -> list[WebhookCall]:
+        """Like ``wait_for``, but an ``AssertionError`` showing every call that did arrive if fewer than
+        ``count`` came within ``timeout``."""
+        calls = self.wait_for(count, timeout)
+        if len(calls) < count:
+            raise AssertionError(f"expected {count} webhook call(s) within {timeout:g} s, got {len(calls)}:\n"
+                                 + self.describe())
+        return calls
+
+    def describe(self) -> str:
+        """One line per call that arrived: its order, what it answered, and its JSON's status, id and batch_id."""
+        with self._arrived:
+            calls = list(self.calls)
+        lines = []
+        for n, call in enumerate(calls, 1):
+            try:
+                body = call.json
+            except ValueError:
+                body = call.raw[:80]
+            if isinstance(body, dict):
+                body = " ".join(f"{k}={body[k]!r}" for k in ("status", "id", "batch_id") if k in body)
+            lines.append(f"  {n}. POST {call.path} -> {call.answered}: {body}")
+        return "\n".join(lines) if lines else "  (no call)"
 
     def hold(self) -> None:
         self._released.clear()

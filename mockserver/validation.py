@@ -118,7 +118,7 @@ def compile_pattern(pattern: str):
         raise ValueError("holds a lone surrogate, which is not text") from None
 
 
-def _search(regex, text: str):
+def search_text(regex, text: str):
     try:
         return regex.search(text)
     except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8, so it reads one as U+FFFD
@@ -127,7 +127,7 @@ def _search(regex, text: str):
 
 def _pattern(validator, pattern, instance, schema):
     """JSON Schema's ``pattern``: a search, not a full match, in RE2."""
-    if isinstance(instance, str) and _search(compile_pattern(pattern), instance) is None:
+    if isinstance(instance, str) and search_text(compile_pattern(pattern), instance) is None:
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 

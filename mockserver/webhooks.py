@@ -116,6 +116,10 @@ class _Delivery:
     body: bytes = field(compare=False)
     generation: int = field(compare=False)
     attempt: int = field(default=1, compare=False)
+    fault: object = field(default=None, compare=False)  # a faults.FaultRule of a webhook_* type, or None
+    note: str | None = field(default=None, compare=False)  # what its records say was done to it
+    held: bool = field(default=False, compare=False)     # webhook_out_of_order: waits for another delivery
+    resent: bool = field(default=False, compare=False)
 
 
 class WebhookDispatcher:
@@ -187,34 +191,40 @@ class WebhookDispatcher:
         with self._cond:
             self._own = self._own | {(_norm_host(host), int(port))}
 
-    def submit(self, job_id: str, url: str, payload: dict) -> None:
-        """Queue a delivery; never blocks, never raises for a bad URL or payload (it is recorded)."""
+    def submit(self, job_id: str, url: str, payload: dict, *, fault=None, resent: bool = False) -> None:
+        """Queue a delivery; never blocks, never raises for a bad URL or payload (it is recorded). ``fault``: a
+        webhook fault (``faults.WEBHOOK_FAULTS``) to carry out on it; ``resent``: sent again on demand."""
         job_id = str(job_id)
         if not isinstance(url, str):
             url = repr(url)  # recorded as text, so the records stay JSON; rejected below
         now = self._clock()
+        note = fault.describe() if fault is not None else None
         with self._cond:
             allow, own = self.allow_hosts, self._own
         verdict, why = check_url(url, allow, own)
         if verdict != "ok":
-            self._record(job_id, url, 1, verdict, None, why, now, 0.0)
+            self._record(job_id, url, 1, verdict, None, why, now, 0.0, note, resent)
             return
         try:
             # serialised now: the caller may mutate its dict after submit returns
             body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
         except Exception as exc:  # noqa: BLE001 - TypeError, ValueError, RecursionError, ...
-            self._record(job_id, url, 1, "error", None, f"payload is not JSON: {exc}", now, 0.0)
+            self._record(job_id, url, 1, "error", None, f"payload is not JSON: {exc}", now, 0.0, note, resent)
             return
+        kind = getattr(fault, "type", None)
+        due = time.monotonic() + (fault.ms / 1000 if kind in ("webhook_delay", "webhook_out_of_order") else 0.0)
+        copies = 1 + (fault.copies if kind == "webhook_duplicate" else 0)
         with self._cond:
-            if self._closed:
-                self._append(job_id, url, 1, "dropped", None, "webhook dispatcher is closed", now, 0.0)
+            if self._closed or len(self._heap) + copies > self._max_queue:
+                why = ("webhook dispatcher is closed" if self._closed
+                       else f"webhook queue full ({self._max_queue} pending); delivery dropped")
+                self._append(job_id, url, 1, "dropped", None, why, now, 0.0, note, resent)
                 return
-            if len(self._heap) >= self._max_queue:
-                self._append(job_id, url, 1, "dropped", None,
-                             f"webhook queue full ({self._max_queue} pending); delivery dropped", now, 0.0)
-                return
-            heapq.heappush(self._heap, _Delivery(time.monotonic(), next(self._seq), job_id, url,
-                                                 body, self._generation))
+            for n in range(copies):
+                heapq.heappush(self._heap, _Delivery(
+                    due, next(self._seq), job_id, url, body, self._generation, fault=fault,
+                    note=f"{note} (copy {n + 1} of {copies})" if copies > 1 else note,
+                    held=kind == "webhook_out_of_order", resent=resent))
             self._ensure_workers()
             self._cond.notify()
 
@@ -252,17 +262,22 @@ class WebhookDispatcher:
             self._threads.append(t)
             t.start()
 
-    def _record(self, *args) -> None:
+    def _record(self, *args) -> None:  # _append's arguments
         with self._cond:
             self._append(*args)
             self._cond.notify_all()
 
-    def _append(self, job_id, url, attempt, outcome, status_code, error, at, duration_ms) -> None:
+    def _append(self, job_id, url, attempt, outcome, status_code, error, at, duration_ms, fault=None,
+                resent=False) -> None:
         if isinstance(error, str) and len(error) > _MAX_ERROR_CHARS:
             error = error[:_MAX_ERROR_CHARS] + "…"
-        self._records.append({"job_id": job_id, "url": url, "attempt": attempt, "outcome": outcome,
-                              "status_code": status_code, "error": error, "at": at,
-                              "duration_ms": duration_ms})
+        record = {"job_id": job_id, "url": url, "attempt": attempt, "outcome": outcome,
+                  "status_code": status_code, "error": error, "at": at, "duration_ms": duration_ms}
+        if fault:
+            record["fault"] = fault
+        if resent:
+            record["resent"] = True
+        self._records.append(record)
 
     def _next(self) -> _Delivery | None:
         """Block until a delivery is due (or the dispatcher closes); mark it in flight."""
@@ -294,7 +309,8 @@ class WebhookDispatcher:
             except BaseException as exc:  # noqa: BLE001 - a worker must survive anything
                 try:
                     self._record(d.job_id, d.url, d.attempt, "error", None,
-                                 f"internal error: {type(exc).__name__}: {exc}", self._clock(), 0.0)
+                                 f"internal error: {type(exc).__name__}: {exc}", self._clock(), 0.0, d.note,
+                                 d.resent)
                 except BaseException:  # noqa: BLE001
                     pass
             finally:
@@ -312,6 +328,12 @@ class WebhookDispatcher:
         verdict, why = check_url(d.url, allow, own)  # again: allow_hosts may have changed since submit
         if verdict != "ok":
             self._finish(d, verdict, None, why, at, 0.0, retry=False)
+            return
+        if getattr(d.fault, "type", None) == "webhook_drop" and d.attempt <= d.fault.attempts:
+            # lost on the way: the sender sees no answer and retries, as after a timeout
+            self._finish(d, "dropped", None, f"lost by the fault webhook_drop (attempt {d.attempt} of the first "
+                                             f"{d.fault.attempts}); not sent", at, 0.0,
+                         retry=d.attempt < max_attempts, delay=backoff_delay(backoff, d.attempt))
             return
         started = time.perf_counter()
         status = None
@@ -339,8 +361,22 @@ class WebhookDispatcher:
         with self._cond:
             if d.generation != self._generation:
                 return  # cleared while in flight: the reset wins
-            self._append(d.job_id, d.url, d.attempt, outcome, status, error, at, round(duration_ms, 3))
+            self._append(d.job_id, d.url, d.attempt, outcome, status, error, at, round(duration_ms, 3), d.note,
+                         d.resent)
             if retry and not self._closed:
                 heapq.heappush(self._heap, _Delivery(time.monotonic() + delay, next(self._seq), d.job_id,
-                                                     d.url, d.body, d.generation, d.attempt + 1))
+                                                     d.url, d.body, d.generation, d.attempt + 1, d.fault, d.note,
+                                                     resent=d.resent))
+            if outcome in ("delivered", "http_error", "error") and not d.held:  # one was sent: the held may follow
+                self._release_held()
             self._cond.notify_all()
+
+    def _release_held(self) -> None:
+        """Deliveries held by webhook_out_of_order become due now, after the one just sent. Caller holds
+        ``_cond``."""
+        held = [d for d in self._heap if d.held]
+        if held:
+            now = time.monotonic()
+            for d in held:
+                d.due, d.held = now, False
+            heapq.heapify(self._heap)

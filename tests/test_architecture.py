@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = ["backend", "jobs", "validation", "config", "profile_schema", "variants", "errors", "images", "webhooks", "faults",
+CORE = ["backend", "jobs", "validation", "config", "profile_schema", "variants", "errors", "images", "webhooks", "faults", "rules",
         "journal", "openapi"]
 
 

@@ -130,7 +130,7 @@ def test_a_stand_in_that_behaves_like_the_mock_gives_no_drift(mock_report, tmp_p
     assert live["summary"]["failed"] == 0
     # without a second key, L21 is not checked on live; mock-only rows neither
     not_checked = {r["id"] for r in live["rows"] if r["result"] == "not_checked"}
-    assert not_checked == {"L14", "L19", "L21", "L22", "L24", "L29", "L30"}
+    assert not_checked == {"L14", "L19", "L21", "L22", "L24", "L29", "L30", "L31"}
     out = drift_command(str(mock_report), str(live_report))
     assert out.returncode == 0, out.stdout
     assert "no drift" in out.stdout

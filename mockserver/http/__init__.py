@@ -19,7 +19,7 @@ from ..errors import FieldError, MockError
 from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, status_for, status_line
 from .api import api
 from .control import control
-from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault
+from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault, take_rule
 from .journaling import answer_fields, request_fields
 
 log = logging.getLogger("mockserver")
@@ -48,11 +48,12 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     def start_clock():
         ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
         ctx.started = time.monotonic()
-        ctx.fault = None
-        rule = request.url_rule
-        ctx.kind = kind = api_endpoint_kind(rule.endpoint if rule else "")
+        ctx.fault = ctx.rule = None
+        url_rule = request.url_rule
+        ctx.kind = kind = api_endpoint_kind(url_rule.endpoint if url_rule else "")
         if kind:
-            return apply_fault(backend, kind)
+            ctx.rule = take_rule(backend, kind)
+            return apply_fault(backend, kind, ctx.rule)
         return None
 
     @app.after_request
@@ -69,7 +70,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                **answer_fields(req, body, response, ctx.get("kind")),
+                rule=ctx.rule.id if ctx.get("rule") else None, **answer_fields(req, body, response, ctx.get("kind")),
             )
         return response
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..openapi import openapi_document
 from ..validation import check_url_text, parse_json_body
@@ -28,7 +28,7 @@ def submit():
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
     body = parse_json_body(request.get_data(cache=True))
-    return job_response(backend.submit(key, body, request.host_url), backend.profile, submit=True)
+    return job_response(backend.submit(key, body, request.host_url, rule=g.rule), backend.profile, submit=True)
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")

@@ -53,9 +53,9 @@ def _summary(view: JobView) -> dict:
 
 
 def _detail(view: JobView) -> dict:
-    """A job with its request, the body its owner would get now, and its history."""
+    """A job with its request, the body its owner would get now, its history, and the rule that shaped it."""
     return dict(_summary(view), request=view.request.as_dict(), body=view.body(_backend().profile),
-                history=[{"status": s, "at": t} for s, t in view.history])
+                history=[{"status": s, "at": t} for s, t in view.history], rule=view.rule_id)
 
 
 @control.get("/health")
@@ -134,6 +134,16 @@ def fail_job(job_id: str):
     return jsonify(_detail(_backend().force(job_id, FAILURE, error)))
 
 
+@control.post("/jobs/<anything:job_id>/webhook")
+def resend_webhook(job_id: str):
+    """Send the job's webhook again (its body as it stands), to its own URL or to ``{"url": ...}``; 202, then
+    see ``GET /__mock__/webhooks?job_id=``."""
+    url = _json_object(optional=True).get("url")
+    if url is not None and (not isinstance(url, str) or not url or len(url) > 2_000):
+        raise InvalidRequest(FieldError("url", "type", "must be a non-empty URL of at most 2000 characters"))
+    return jsonify(_detail(_backend().resend_webhook(job_id, url))), 202
+
+
 @control.get("/journal")
 def journal():
     """Filters (docs/wire.md, each compared exactly, all must match): ``method``, ``path``, ``path_prefix``,
@@ -175,7 +185,7 @@ def _journal_filters() -> dict:
             raise InvalidRequest(FieldError(name, "pattern", "must be an HTTP method name (letters only)"))
         elif name in ("path", "path_prefix") and not value.startswith("/"):
             raise InvalidRequest(FieldError(name, "pattern", "must start with /"))
-        elif name in ("key", "batch_id", "job_id") and not value:
+        elif name in ("key", "batch_id", "job_id", "rule") and not value:
             raise InvalidRequest(FieldError(name, "required", "must not be empty"))
         else:
             filters[name] = value
@@ -238,6 +248,28 @@ def add_fault():
 @control.delete("/faults")
 def clear_faults():
     _backend().faults.clear(_backend().config.seed)
+    return jsonify(ok=True)
+
+
+@control.get("/rules")
+def list_rules():
+    return jsonify(rules=_backend().rules.rules())
+
+
+@control.post("/rules")
+def add_rule():
+    return jsonify(_backend().rules.add(_json_object()).as_dict()), 201
+
+
+@control.delete("/rules")
+def clear_rules():
+    _backend().rules.clear()
+    return jsonify(ok=True)
+
+
+@control.delete("/rules/<anything:rule_id>")
+def delete_rule(rule_id: str):
+    _backend().rules.remove(rule_id)
     return jsonify(ok=True)
 
 

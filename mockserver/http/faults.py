@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import struct
@@ -9,9 +10,11 @@ import threading
 import time
 
 from flask import Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from ..errors import FieldError
-from ..faults import BODY_FAULTS, TRICKLE_MAX_SECONDS
+from ..faults import BODY_FAULTS, TRICKLE_MAX_SECONDS, plan_of
+from ..rules import Facts
 from .answers import failure_response
 
 DROP_HEADER = "X-SD35-Mock-Drop"
@@ -58,10 +61,39 @@ class DropConnectionMiddleware:
         return result
 
 
-def apply_fault(backend, endpoint: str) -> Response | None:
+def take_rule(backend, endpoint: str):
+    """The rule (``mockserver.rules``) this API request matches, one use spent; None (at once) with no rules."""
+    return backend.rules.take(endpoint, lambda with_job: _facts(backend, endpoint, with_job)) if backend.rules else None
+
+
+def _facts(backend, endpoint: str, with_job: bool) -> Facts:
+    """What a rule can match this request on: its key and headers, and (``with_job``) its job's ``batch_id`` and
+    prompt: a submit's from its body (read leniently: an invalid one matches what it can), others' from the job."""
+    batch_id = prompt = None
+    if with_job and endpoint == "submit":
+        try:
+            body = json.loads(request.get_data(cache=True) or b"null")
+        except (ValueError, RecursionError, HTTPException):  # refused later, by the route, naming the problem
+            body = None
+        if isinstance(body, dict):
+            batch_id = body.get("batch_id") if isinstance(body.get("batch_id"), str) else None
+            prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else None
+    elif with_job:
+        args = request.view_args or {}
+        if "job_id" in args:
+            batch_id, prompt = backend.facts_of(job_id=args["job_id"])
+        else:
+            batch_id, prompt = backend.facts_of(image=args.get("token") or args.get("name"))
+    headers = request.headers  # werkzeug's: looked up by name in any case
+    return Facts(api_key=headers.get("API-Key"), headers=headers, batch_id=batch_id, prompt=prompt)
+
+
+def apply_fault(backend, endpoint: str, rule=None) -> Response | None:
     """Run the "before" part of this request's fault plan; a Response replaces the real answer.
-    The "after" part waits in ``g.after_fault`` for ``finish_fault``."""
-    plan = backend.faults.pick(endpoint)
+    The "after" part waits in ``g.after_fault`` for ``finish_fault``. A matching ``rule``'s fault takes the place
+    of the server-wide ones."""
+    own = rule.fault if rule is not None and rule.fault is not None and rule.fault.matches(endpoint) else None
+    plan = plan_of(own) if own is not None else backend.faults.pick(endpoint)
     _wait(plan.before_ms)
     rule = plan.action
     if rule is not None and rule.phase == "before" and rule.type not in BODY_FAULTS:
