@@ -296,7 +296,7 @@ class MockBackend:
                        download_urls=tuple(self._download_urls(job)) if shows_urls else None,
                        request=job.request, created_at=job.created_at, finished_at=job.finished_at,
                        polls=job.polls, forced=job.forced, history=tuple(job.history),
-                       rule_id=job.rule.id if job.rule else None)
+                       rule_id=job.rule.id if job.rule else None, owner_key=job.owner_key)
 
     def _download_urls(self, job: Job) -> list[str]:
         if job.request.direct_link:
@@ -421,12 +421,13 @@ class MockBackend:
             return (job.request.batch_id, job.request.prompt) if job else (None, None)
 
     def list_jobs(self, batch_id: str | None = None, status: str | None = None, limit: int = 100) -> list[JobView]:
-        """Jobs of every key, newest first."""
+        """Jobs of every key, newest (by creation) first."""
         with self.store.lock:
             self._progress_all()
             jobs = [j for j in self.store if (batch_id is None or j.request.batch_id == batch_id)
                     and (status is None or j.status == status)]
-            return [self._view(j) for j in jobs[::-1][:limit]]  # a view only for what is returned
+            jobs.sort(key=lambda j: j.created_at, reverse=True)  # the store keeps jobs by last use, for eviction
+            return [self._view(j) for j in jobs[:limit]]  # a view only for what is returned
 
     def job(self, job_id: str) -> JobView:
         """One job of any key, without counting as a poll."""
@@ -437,8 +438,11 @@ class MockBackend:
 
     def stats(self) -> dict:
         with self.store.lock:
-            return {"jobs": len(self.store), "evicted": self.store.evicted, "pending_timers": len(self._due),
-                    "images": self.images.stats(), "journal": len(self.journal)}
+            self._progress_all()
+            by_status = Counter(job.status for job in self.store)
+            return {"jobs": len(self.store), "by_status": {s: by_status[s] for s in (PENDING, SUCCESS, FAILURE)},
+                    "evicted": self.store.evicted, "pending_timers": len(self._due), "images": self.images.stats(),
+                    "journal": len(self.journal)}
 
     def close(self) -> None:
         self._closed = True

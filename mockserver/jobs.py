@@ -91,6 +91,7 @@ class JobView:
     forced: bool
     history: tuple[tuple[str, float], ...]
     rule_id: str | None = None
+    owner_key: str = ""                      # the API key that made it: redact it wherever it is shown
 
     @property
     def batch_id(self) -> str | None:

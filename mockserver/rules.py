@@ -11,7 +11,6 @@ matchers and Prism's ``Prefer`` header, but set up front, so the app under test 
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -184,13 +183,14 @@ class RuleBook:
     def __init__(self):
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._added = 0
 
     def add(self, data: object) -> Rule:
         with self._lock:
             if len(self._rules) >= MAX_RULES:
                 raise InvalidRequest(FieldError("rules", "maxItems", f"at most {MAX_RULES} rules at once"))
-            rule = parse_rule(f"r{next(self._ids)}", data)  # under the lock: ids in the order rules are added
+            rule = parse_rule(f"r{self._added + 1}", data)  # under the lock: ids in the order rules are added
+            self._added += 1                                 # only once it is valid: a refusal spends no id
             self._rules.append(rule)
         return rule
 

@@ -299,3 +299,14 @@ def test_startup_settings_are_refused_while_serving(make_backend, setting):
         backend.update_config({setting: 7, "lifecycle": "manual"})
     assert [(e.field, e.rule) for e in refused.value.errors] == [(setting, "startup")]
     assert backend.config is before  # nothing changed, the valid key beside it included
+
+
+def test_jobs_are_listed_newest_first_by_creation_whatever_was_used_last(make_backend):
+    """The store keeps jobs by last use (for eviction); a listing must not reorder when an old job is polled."""
+    backend = make_backend(lifecycle="manual")
+    first, second = (backend.submit("k", REQ, BASE).id for _ in range(2))
+    backend.clock.advance(1)
+    backend.status("k", first)
+    assert [v.id for v in backend.list_jobs()] == [second, first]
+    assert [v.owner_key for v in backend.list_jobs(limit=1)] == ["k"]
+    assert backend.stats()["by_status"] == {"PENDING": 2, "SUCCESS": 0, "FAILURE": 0}

@@ -284,3 +284,10 @@ def test_http_rules_survive_nothing_of_a_reset(sd35_mock):
     sd35_mock.add_rule(outcome="FAILURE")
     sd35_mock.reset()
     assert sd35_mock.rules() == []
+
+
+def test_a_refused_rule_spends_no_id():
+    book = RuleBook()
+    with pytest.raises(InvalidRequest):
+        book.add({"outcome": "MAYBE"})
+    assert book.add({"outcome": "SUCCESS"}).id == "r1"

@@ -69,7 +69,7 @@ def reset():
     return jsonify(ok=True)
 
 
-def _config_body(config) -> dict:
+def config_body(config) -> dict:
     """The config as JSON, its control token hidden (a test log must not carry it)."""
     body = config.as_dict()
     if body["control_token"] is not None:
@@ -79,12 +79,12 @@ def _config_body(config) -> dict:
 
 @control.get("/config")
 def get_config():
-    return jsonify(_config_body(_backend().config))
+    return jsonify(config_body(_backend().config))
 
 
 @control.patch("/config")
 def patch_config():
-    return jsonify(_config_body(_backend().update_config(_json_object())))
+    return jsonify(config_body(_backend().update_config(_json_object())))
 
 
 @control.get("/credits")
@@ -150,7 +150,7 @@ def journal():
     ``kind``, ``key`` (the API-Key header: compared here, never answered), ``batch_id``, ``job_id``, ``status``,
     ``since`` (entries after that ``seq``); ``limit`` keeps the last N matching. Anything else is a 400 naming it."""
     return jsonify(requests=_backend().journal.entries(_limit() if "limit" in request.args else None,
-                                                       **_journal_filters()))
+                                                       **journal_filters()))
 
 
 @control.get("/journal/counts")
@@ -159,7 +159,7 @@ def journal_counts():
     return jsonify(_backend().journal.counts())
 
 
-def _journal_filters() -> dict:
+def journal_filters() -> dict:
     filters: dict = {}
     for name in request.args:
         if name != "limit" and name not in JOURNAL_FILTERS:
