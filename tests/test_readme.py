@@ -39,3 +39,9 @@ def test_every_line_of_the_test_kit_table_runs_as_written(sd35_mock, sd35_webhoo
              "rule": sd35_mock.add_rule({"batch_id": "readme"}, outcome="SUCCESS")}
     for code in statements:
         exec(code, scope)  # noqa: S102 - the README's own examples
+
+
+def test_ci_runs_the_readmes_test_command_as_written():
+    command = readme_block("On a fresh machine", "sh").strip().splitlines()[-1]
+    assert command.startswith("python3 -m venv .venv") and "pytest" in command
+    assert command in (REPO / ".ci" / "run").read_text("utf-8").splitlines()

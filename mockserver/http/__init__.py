@@ -21,6 +21,7 @@ from .api import api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault, take_rule
 from .journaling import answer_fields, request_fields
+from .ui import ui  # the dashboard, /__mock__/ui
 
 log = logging.getLogger("mockserver")
 
@@ -43,6 +44,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     app.register_blueprint(api)
     if backend.config.control_plane:  # --no-control-plane: /__mock__/ does not exist (guard.py)
         app.register_blueprint(control)
+        app.register_blueprint(ui)  # the dashboard (ui.py), behind the same guard
 
     @app.before_request
     def start_clock():
