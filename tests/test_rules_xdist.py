@@ -27,11 +27,14 @@ USER_TESTS = textwrap.dedent('''
                width=256, height=256)
 
 
-    def with_rule(key, **effect):
+    def with_rule(key, other, **effect):
+        """Add this test's rule, then wait (a barrier between the two workers, not a wait for a lifecycle) until
+        the other test's rule is there too, or the other test already has its job: it only submits once it
+        has seen both rules, so either way the two rules were in force at once."""
         control = MockControl(URL)
         rule = control.add_rule({"api_key": key}, **effect)
         deadline = time.monotonic() + 60
-        while len(control.rules()) < 2:  # a barrier between the two workers, not a wait for a lifecycle
+        while len(control.rules()) < 2 and not any((j["batch_id"] or "").endswith(other) for j in control.jobs()):
             assert time.monotonic() < deadline, "the other test never added its rule"
             time.sleep(0.02)
         return control, rule
@@ -42,7 +45,7 @@ USER_TESTS = textwrap.dedent('''
 
 
     def test_a_gets_failure():
-        control, rule = with_rule("key-of-test-a", outcome="FAILURE", error="refused for test a")
+        control, rule = with_rule("key-of-test-a", "-b", outcome="FAILURE", error="refused for test a")
         try:
             with pytest.raises(JobFailedError) as info:
                 client("key-of-test-a").generate(**REQ, batch_id=os.environ["PYTEST_XDIST_WORKER"] + "-a")
@@ -53,7 +56,7 @@ USER_TESTS = textwrap.dedent('''
 
 
     def test_b_gets_success_after_three_polls():
-        control, rule = with_rule("key-of-test-b", outcome="SUCCESS", pending_polls=3)
+        control, rule = with_rule("key-of-test-b", "-a", outcome="SUCCESS", pending_polls=3)
         try:
             done = client("key-of-test-b").generate(**REQ, batch_id=os.environ["PYTEST_XDIST_WORKER"] + "-b")
             assert done.status == "SUCCESS" and done.download_urls
