@@ -398,8 +398,9 @@ class MockBackend:
             return self._view(job)
 
     def resend_webhook(self, job_id: str, url: str | None = None) -> JobView:
-        """Send the job's body (as it stands) to its webhook again, or to ``url`` (checked like any webhook: an
-        allowed host, never the mock itself); recorded with ``resent``. No faults apply: it is the test's own."""
+        """Send the job's body (as it stands) to its webhook again, or to ``url``; recorded with ``resent``. No
+        faults apply: it is the test's own. A URL no delivery may take (malformed, a host not allowed, the mock
+        itself) is refused now, naming ``url``: unlike a submit's webhook, the tester is there to be told."""
         with self.store.lock:
             job = self._job(job_id)
             self._progress(job)
@@ -407,6 +408,9 @@ class MockBackend:
         target = url if url is not None else job.request.webhook
         if target is None:
             raise InvalidRequest(FieldError("url", "required", "the job has no webhook: give the url to send it to"))
+        verdict, why = self.webhooks.check(target)
+        if verdict != "ok":
+            raise InvalidRequest(FieldError("url", "allowed" if verdict == "blocked" else "format", why))
         self.webhooks.submit(job.id, target, view.body(self.profile), resent=True)
         return view
 

@@ -199,9 +199,7 @@ class WebhookDispatcher:
             url = repr(url)  # recorded as text, so the records stay JSON; rejected below
         now = self._clock()
         note = fault.describe() if fault is not None else None
-        with self._cond:
-            allow, own = self.allow_hosts, self._own
-        verdict, why = check_url(url, allow, own)
+        verdict, why = self.check(url)
         if verdict != "ok":
             self._record(job_id, url, 1, verdict, None, why, now, 0.0, note, resent)
             return
@@ -227,6 +225,13 @@ class WebhookDispatcher:
                     held=kind == "webhook_out_of_order", resent=resent))
             self._ensure_workers()
             self._cond.notify()
+
+    def check(self, url: object) -> tuple[str, str | None]:
+        """``check_url`` with this dispatcher's allowed hosts and own addresses: what a delivery to ``url`` would
+        meet now."""
+        with self._cond:
+            allow, own = self.allow_hosts, self._own
+        return check_url(url, allow, own)
 
     def records(self, job_id: str | None = None) -> list[dict]:
         """Copies of the attempt records, oldest first, optionally for one job."""

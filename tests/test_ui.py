@@ -200,6 +200,16 @@ def test_complete_and_fail_through_the_endpoints_the_page_uses(client):
     assert 'id="complete"' not in html(client.get(f"/__mock__/ui/job/{second}"))  # terminal: no buttons
 
 
+def test_a_jobs_webhook_is_sent_again_through_the_endpoint_the_page_uses(client, sd35_webhooks):
+    job = submit(client, webhook=sd35_webhooks.url)
+    assert 'id="resend"' not in html(client.get(f"/__mock__/ui/job/{submit(client)}"))  # no webhook, no button
+    resend = unescape(re.search(r'data-url="([^"]+)" data-method="POST" data-done="Webhook sent again"',
+                                html(client.get(f"/__mock__/ui/job/{job}"))).group(1))
+    assert client.post(resend, json={}).status_code == 202
+    [call] = sd35_webhooks.expect(1)
+    assert call.json == {"status": "PENDING", "id": job}
+
+
 def test_an_unknown_job_is_a_404_page(client):
     answer = client.get("/__mock__/ui/job/no-such-job")
     assert answer.status_code == 404 and "no job with id" in html(answer)

@@ -143,11 +143,13 @@ def test_resend_is_checked_like_any_webhook(manual, sd35_webhooks, valid_request
     assert manual.request("POST", "/jobs/no-such-job/webhook", json={}).status_code == 404
     bad = manual.request("POST", f"/jobs/{job}/webhook", json={"url": 7})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "url"
-    manual.resend_webhook(job, f"{manual.url}/__mock__/reset")  # the mock itself: recorded, never sent
-    [record] = manual.webhooks(job)
-    assert record["outcome"] == "blocked" and record["resent"] is True
-    manual.resend_webhook(job, "http://example.com/hook")  # not loopback, not allowed
-    assert manual.webhooks(job)[-1]["outcome"] == "blocked" and manual.jobs()[0]["id"] == job
+    for url, rule in ((f"{manual.url}/__mock__/reset", "allowed"),   # the mock itself
+                      ("http://example.com/hook", "allowed"),          # not loopback, not allowed
+                      ("file:///etc/passwd", "format")):
+        refused = manual.request("POST", f"/jobs/{job}/webhook", json={"url": url})
+        assert refused.status_code == 400, url
+        assert [(e["field"], e["rule"]) for e in refused.json()["errors"]] == [("url", rule)], refused.json()
+    assert manual.webhooks(job) == [] and manual.jobs()[0]["id"] == job  # nothing sent, nothing recorded
 
 
 def test_the_receiver_says_what_it_got_when_too_few_came(manual, sd35_webhooks, valid_request):
