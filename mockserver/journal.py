@@ -42,7 +42,8 @@ class Journal:
         """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
         ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
         (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
-        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied. Counts (``counts()``) outlive the entries' cap."""
+        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied. Counts
+        (``counts()``) outlive the entries' cap."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]

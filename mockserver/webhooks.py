@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -369,9 +369,8 @@ class WebhookDispatcher:
             self._append(d.job_id, d.url, d.attempt, outcome, status, error, at, round(duration_ms, 3), d.note,
                          d.resent)
             if retry and not self._closed:
-                heapq.heappush(self._heap, _Delivery(time.monotonic() + delay, next(self._seq), d.job_id,
-                                                     d.url, d.body, d.generation, d.attempt + 1, d.fault, d.note,
-                                                     resent=d.resent))
+                heapq.heappush(self._heap, replace(d, due=time.monotonic() + delay, seq=next(self._seq),
+                                                   attempt=d.attempt + 1, held=False))
             if outcome in ("delivered", "http_error", "error") and not d.held:  # one was sent: the held may follow
                 self._release_held()
             self._cond.notify_all()

@@ -125,11 +125,13 @@ def mock_error(error: MockError):
 # -- helpers for the templates ------------------------------------------------------------------------
 
 def _chrome() -> dict:
-    """What every page's header shows: the mock's lifecycle, clock offset and job count."""
+    """What every page's header shows: the mock's lifecycle, clock offset and job count (and, for the gallery,
+    the jobs by status: one walk of the store serves both)."""
     backend = _backend()
+    stats = backend.stats()
     offset = backend.clock.now() - time.time()
     return {"facts": {"lifecycle": backend.config.lifecycle, "offset": _duration(offset, signed=True),
-                      "jobs": backend.stats()["jobs"]},
+                      "jobs": stats["jobs"], "by_status": stats["by_status"]},
             "signed_in": TOKEN_COOKIE in request.cookies and backend.config.control_token is not None,
             "now": backend.clock.now()}
 
@@ -214,7 +216,7 @@ def jobs_page():
              "thumb": _thumb_path(v, 1) if v.status == SUCCESS else None, "url": _job_path(v.id)} for v in views]
     args = {k: v for k, v in (("status", status), ("batch_id", batch_id)) if v}
     return render_template("ui/jobs.html", page="jobs", jobs=jobs, status=status, batch_id=batch_id or "",
-                           problems=problems, counts=backend.stats()["by_status"], statuses=STATUSES,
+                           problems=problems, statuses=STATUSES,
                            more_url="?" + urlencode(dict(args, limit=min(limit + PAGE_SIZE, MAX_PAGE)))
                            if more and limit < MAX_PAGE else None, shown=len(jobs), **_chrome())
 
