@@ -53,5 +53,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/openapi.json' % os.environ.get('SD35_MOCK_PORT', '8080'), timeout=2)"]
 # Exec form: the mock is PID 1 and gets `docker stop`'s SIGTERM itself (it exits 0 at once).
 # Arguments after the image name are the mock's options: docker run sd35-twin --pending-seconds 0
-ENTRYPOINT ["python", "-m", "mockserver"]
+ENTRYPOINT ["python", "-m", "sd35_twin.mockserver"]
 CMD []

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mockserver.testing import launch  # the one launcher of tests, contracts and bench (public, HTTP-only)
+from sd35_twin.mockserver.testing import launch  # the one launcher of tests, contracts and bench (public, HTTP-only)
 
 from . import loadgen, report, tools
 from .procs import CpuWindow, MemorySampler, ServerProcess, free_port, request, wait_for_quiet
@@ -178,7 +178,7 @@ class LaunchedServer(ServerProcess):
     interface as the anchors' ``ServerProcess``: memory sampling, first-200 timing, stop, log."""
 
     def __init__(self, name: str, args: list[str], log_path: Path, timeout: float = 60.0):
-        super().__init__(name, [sys.executable, "-m", "mockserver", "--port", "0", *args], log_path)
+        super().__init__(name, [sys.executable, "-m", "sd35_twin.mockserver", "--port", "0", *args], log_path)
         self.args = args
         self.timeout = timeout
         self.mock = None

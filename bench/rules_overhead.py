@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from mockserver.testing import MockControl, close_session, launch
+from sd35_twin.mockserver.testing import MockControl, close_session, launch
 
 REQ = {"prompt": "a fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 0}
 KEY = {"API-Key": "k"}

@@ -1,4 +1,4 @@
-"""Soak: a long stream of jobs through a real `python -m mockserver`, sampling its resident memory.
+"""Soak: a long stream of jobs through a real `python -m sd35_twin.mockserver`, sampling its resident memory.
 
     python -m bench.soak --jobs 100000 [--threads 4] [--max-jobs 10000]
 
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from mockserver.testing import launch
+from sd35_twin.mockserver.testing import launch
 
 from .procs import process_tree, pss_kb, read_status_kb
 

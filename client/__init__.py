@@ -1,6 +1,6 @@
 """A small, correct client of the ImagePipeline Stable Diffusion 3.5 API (and of its offline twin).
 
-    from client import ImagePipelineClient
+    from sd35_twin.client import ImagePipelineClient
     with ImagePipelineClient() as api:           # $IMAGEPIPELINE_API_KEY, $IMAGEPIPELINE_BASE_URL
         done = api.generate(prompt="a waterfall", negative_prompt="blurry", samples=2)
         paths = api.download(done, "out/")

@@ -1,4 +1,4 @@
-"""``python -m client``: see ``client.cli``."""
+"""``sd35-client``: see ``client.cli``."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m client generate "prompt" ... --out DIR`` and ``python -m client status ID``.
+"""Command line: ``sd35-client generate "prompt" ... --out DIR`` and ``sd35-client status ID``.
 
 The key comes from $IMAGEPIPELINE_API_KEY (or ``--api-key``), the target from
 $IMAGEPIPELINE_BASE_URL (or ``--base-url``), so the same command runs against the mock or the live
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give up waiting for the job after S seconds (default 600)")
 
     parser = argparse.ArgumentParser(
-        prog="python -m client",
+        prog="sd35-client",
         description="Generate images with ImagePipeline Stable Diffusion 3.5 (or its offline mock).",
         epilog="exit codes: 0 ok, 1 error, 2 invalid input, 3 auth failed, 4 job failed, "
                "5 timed out, 6 unknown job, 7 images not saved, 8 no credits, 130 interrupted",
@@ -199,7 +199,7 @@ def _unusable_folder(path: str) -> str | None:
 
 def _resume_command(args: argparse.Namespace, job_id: str) -> str:
     """The command that picks the job up by its id (instead of paying for a new one), as typed."""
-    words = ["python", "-m", "client", "status", job_id, "--wait"]
+    words = ["sd35-client", "status", job_id, "--wait"]
     if args.base_url:
         words += ["--base-url", args.base_url]
     dest = _out_dir(args)

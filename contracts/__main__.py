@@ -1,7 +1,7 @@
-"""``python -m contracts``: read contract reports.
+"""``python -m sd35_twin.contracts``: read contract reports.
 
-    python -m contracts table REPORT.json                 the ledger table of one run
-    python -m contracts drift MOCK.json LIVE.json         rows that hold on one target and fail on the other
+    python -m sd35_twin.contracts table REPORT.json                 the ledger table of one run
+    python -m sd35_twin.contracts drift MOCK.json LIVE.json         rows that hold on one target and fail on the other
         [--json] [--profile-out FILE]                     machine-readable; write the suggested profile overrides
 
 ``drift`` exits 0 without drift, 1 with drift, 2 on bad input, so CI can gate on it.
@@ -17,7 +17,7 @@ from .report import drift, format_drift, format_table, load_report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m contracts", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sd35_twin.contracts", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("table", help="print the ledger table of a report")
     t.add_argument("report")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         left, right = load_report(args.left), load_report(args.right)
     except (OSError, ValueError) as exc:
-        print(f"python -m contracts: {exc}", file=sys.stderr)
+        print(f"python -m sd35_twin.contracts: {exc}", file=sys.stderr)
         return 2
     result = drift(left, right)
     if args.profile_out:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mockserver.testing import WebhookReceiver
+from sd35_twin.mockserver.testing import WebhookReceiver
 
-from .support import CHEAPEST, OPTIONS_BODY, JobTranscript, run_job
+from sd35_twin.contracts.support import CHEAPEST, OPTIONS_BODY, JobTranscript, run_job
 
 
 @pytest.fixture(scope="session")

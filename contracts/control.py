@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mockserver.testing import MockControl
+from sd35_twin.mockserver.testing import MockControl
 
 from .targets import SharedTarget
 

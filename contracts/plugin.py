@@ -1,10 +1,10 @@
 """The pytest plugin of the contract suite (entry point ``sd35_contracts``): one suite, three targets.
 
     pytest contracts                                   # the embedded mock (default)
-    pytest contracts --target http://127.0.0.1:8080    # any running server (python -m mockserver, staging),
+    pytest contracts --target http://127.0.0.1:8080    # any running server (sd35-mock, staging),
                                                        # left as found: its jobs kept, its configuration put back
     pytest contracts --target live                     # the live API, key from $IMAGEPIPELINE_API_KEY
-    pytest --pyargs contracts ...                      # the same from a project that installed the package
+    pytest --pyargs sd35_twin.contracts ...                      # the same from a project that installed the package
 
 It is loaded in every pytest run of an environment where the package is installed, so it does
 nothing heavy at import or configure time: no server starts and no request is sent unless a
@@ -363,7 +363,7 @@ class ContractRun:
 
     def client(self, api_key: str | None = None, *, no_key: bool = False):
         """A client of the target through the run's session; ``no_key`` sends no API-Key at all."""
-        from client import Backoff, ImagePipelineClient, RetryPolicy
+        from sd35_twin.client import Backoff, ImagePipelineClient, RetryPolicy
 
         live = self.target.is_live
         key = "" if no_key else (self.target.api_key if api_key is None else api_key)
@@ -391,7 +391,7 @@ class ContractRun:
 
     def close(self) -> None:
         """Leave a URL target as found (or, with ``--reset-target``, as it started), then disconnect."""
-        from mockserver.testing import close_session
+        from sd35_twin.mockserver.testing import close_session
 
         try:
             if self._control is not None and self.target.kind == URL:
@@ -407,8 +407,8 @@ class ContractRun:
 
 def start_embedded_mock():
     """The embedded mock: a real waitress server in this process, on a free loopback port."""
-    from mockserver.config import MockConfig
-    from mockserver.server import start
+    from sd35_twin.mockserver.config import MockConfig
+    from sd35_twin.mockserver.server import start
 
     return start(MockConfig(lifecycle="polls", pending_polls=1, seed=35, api_keys=(MOCK_KEY, MOCK_OTHER_KEY),
                             webhook_backoff=0.05, webhook_timeout=2.0))

@@ -35,7 +35,7 @@ def load_ledger(path: str | Path | None = None) -> list[dict]:
     if path is not None:
         text = Path(path).read_text("utf-8")
     else:
-        text = resources.files("contracts").joinpath("ledger.json").read_text("utf-8")
+        text = resources.files(__package__).joinpath("ledger.json").read_text("utf-8")
     return list(json.loads(text)["rows"])
 
 
@@ -369,6 +369,6 @@ def format_drift(d: Drift) -> str:
                     if d.not_compared else ""))
     if d.profile_hint:
         lines.append("Profile overrides for the mock suggested by the observations "
-                     "(python -m mockserver --profile FILE):")
+                     "(sd35-mock --profile FILE):")
         lines.append(json.dumps(d.profile_hint, indent=2, sort_keys=True))
     return "\n".join(lines)

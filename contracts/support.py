@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from client import APIError, GenerationRequest, ImagePipelineError, InvalidRequestError, JobFailedError, JobStatus
-from client.models import FIELDS
+from sd35_twin.client import APIError, GenerationRequest, ImagePipelineError, InvalidRequestError, JobFailedError, JobStatus
+from sd35_twin.client.models import FIELDS
 
 from .targets import LIVE, MOCK, SUBMIT_PATH, URL
 

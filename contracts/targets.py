@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mockserver.testing import TOKEN_HEADER
+from sd35_twin.mockserver.testing import TOKEN_HEADER
 
 MOCK, URL, LIVE = "mock", "url", "live"
 TARGET_ENV = "CONTRACTS_TARGET"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import body, submit_accepted
+from sd35_twin.contracts.support import body, submit_accepted
 
 
 @pytest.mark.ledger("L20")

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from client import AuthenticationError, NotFoundError
+from sd35_twin.client import AuthenticationError, NotFoundError
 
-from .support import CHEAPEST, as_request, expect_rejected
+from sd35_twin.contracts.support import CHEAPEST, as_request, expect_rejected
 
 WRONG_KEY = "contracts-wrong-key-000000000000"
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from client import JobFailedError, NotFoundError
+from sd35_twin.client import JobFailedError, NotFoundError
 
-from .support import CHEAPEST, SUBMIT_PATH, as_request, describe
+from sd35_twin.contracts.support import CHEAPEST, SUBMIT_PATH, as_request, describe
 
 shared_basic = pytest.mark.billable(shared="basic", priority=0)
 
@@ -164,7 +164,7 @@ def test_a_final_state_does_not_change(contract, basic_job):
 def test_the_submit_endpoint_takes_a_json_body(contract):
     """POST /sd3_5/v1 is there and reads JSON: an incomplete JSON body is refused as invalid (not
     as an unknown route or method), with a JSON answer."""
-    from .support import expect_rejected
+    from sd35_twin.contracts.support import expect_rejected
 
     err = expect_rejected(contract, "L01", {"prompt": "only a prompt"}, fields=("negative_prompt",))
     ex = contract.last("POST", SUBMIT_PATH)

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from .support import OPTIONS_BODY
+from sd35_twin.contracts.support import OPTIONS_BODY
 
 shared_options = pytest.mark.billable(shared="options", priority=1)
 shared_basic = pytest.mark.billable(shared="basic", priority=0)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from .support import OMIT, REQUIRED, body, expect_rejected
+from sd35_twin.contracts.support import OMIT, REQUIRED, body, expect_rejected
 
 # -- L04 required fields -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import CHEAPEST, as_request
+from sd35_twin.contracts.support import CHEAPEST, as_request
 
 pytestmark = [pytest.mark.mock_only, pytest.mark.billable(priority=90)]
 

@@ -1,4 +1,4 @@
-"""``python -m mockserver``: serve the twin with waitress. Every option has an environment variable, and
+"""``sd35-mock``: serve the twin with waitress. Every option has an environment variable, and
 every value is checked before anything starts: a bad one exits 2 with one line naming the option."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _by_option(parser: argparse.ArgumentParser, error: FieldError) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="python -m mockserver",
+        prog="sd35-mock",
         description="An offline twin of the ImagePipeline SD3.5 API (POST /sd3_5/v1, GET /sd3_5/v1/status/{id}).",
         epilog="Every option also reads SD35_MOCK_<NAME> from the environment, e.g. SD35_MOCK_PORT=9000, "
                "SD35_MOCK_API_KEYS=k1,k2, SD35_MOCK_CREDITS=k1=5,k2=0. The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",

@@ -28,7 +28,7 @@ MAX_CREDITS = 10**12  # a balance no test spends: larger numbers are typos
 
 
 def load_default_profile() -> dict:
-    text = resources.files("mockserver").joinpath("profiles/default.json").read_text("utf-8")
+    text = resources.files(__package__).joinpath("profiles/default.json").read_text("utf-8")
     profile = json.loads(text)
     profile.pop("_comment", None)
     return profile

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run COMMAND against the default mock, then against a fresh mock per plausible variant of "
                     "the assumed behaviours. The command gets the mock's URL as $SD35_MOCK_URL and as {url} in "
                     "its arguments, the variant's id as $SD35_MOCK_VARIANT. Exit 0 when every run passed.",
-        epilog="e.g. sd35-mock matrix --rows L15,L22 -- python -m client generate 'a fox' --base-url {url} "
+        epilog="e.g. sd35-mock matrix --rows L15,L22 -- sd35-client generate 'a fox' --base-url {url} "
                "--api-key k --out out/",
     )
     p.add_argument("--rows", action="append", default=[], metavar="L15,L05",

@@ -18,7 +18,7 @@ from jsonschema import validators
 from .errors import FieldError, InvalidRequest
 from .validation import StrictValidator, compile_pattern, rule_message
 
-PROFILE_SCHEMA = json.loads(resources.files("mockserver").joinpath("profiles/schema.json").read_text("utf-8"))
+PROFILE_SCHEMA = json.loads(resources.files(__package__).joinpath("profiles/schema.json").read_text("utf-8"))
 MAX_KEY_CHARS = 100  # an unknown key is named, but not at any length
 
 

@@ -6,7 +6,7 @@ Installed with the package (entry point ``sd35_mock``), like pytest-httpserver:
 - ``sd35_mock``: function-scoped, the same server reset before each test;
 - ``sd35_webhooks``: function-scoped, a webhook receiver on 127.0.0.1.
 
-Both mock fixtures are a ``mockserver.testing.MockControl``: ``.url`` and the control plane over HTTP.
+Both mock fixtures are a ``sd35_twin.mockserver.testing.MockControl``: ``.url`` and the control plane over HTTP.
 
     def test_my_app(sd35_mock, sd35_webhooks):
         sd35_mock.configure(lifecycle="polls", pending_polls=2)

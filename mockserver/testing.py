@@ -1,5 +1,5 @@
 """What a test needs around a running mock, one of each: the control-plane client, a webhook receiver,
-and a launcher of ``python -m mockserver``.
+and a launcher of ``sd35-mock``.
 
 Public and HTTP-only (no import of the mock's internals), so the pytest fixtures, the contract suite, our
 own tests, the benchmark and users' tests all drive a mock the same way, whether it runs in this process,
@@ -401,7 +401,7 @@ class WebhookReceiver:
 
 @dataclass
 class LaunchedMock:
-    """A ``python -m mockserver`` process and the URL it printed."""
+    """A ``sd35-mock`` process and the URL it printed."""
 
     url: str
     process: subprocess.Popen
@@ -427,7 +427,7 @@ class LaunchedMock:
 
 def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
            python: str = sys.executable, cwd: str | None = None, wrapper: tuple[str, ...] = ()) -> LaunchedMock:
-    """Start ``python -m mockserver --port 0 ARGS`` and wait for its "listening on" line.
+    """Start ``sd35-mock --port 0 ARGS`` and wait for its "listening on" line.
 
     With ``"--control-token", T`` in ``ARGS`` (or ``SD35_MOCK_CONTROL_TOKEN`` in ``env``), drive it with
     ``MockControl(mock.url, token=T)``.
@@ -437,7 +437,7 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
     ``output``), so a chatty mock never blocks on a full pipe. ``RuntimeError`` with that output if it
     exits or stays silent for ``timeout`` seconds.
     """
-    argv = [*wrapper, python, "-m", "mockserver", "--port", "0", *args]
+    argv = [*wrapper, python, "-m", "sd35_twin.mockserver", "--port", "0", *args]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                                env={**os.environ, **(env or {})})
     lines: queue.Queue[str | None] = queue.Queue()
@@ -463,4 +463,4 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
             if process.poll() is None:
                 process.kill()
             process.wait()
-            raise RuntimeError(f"python -m mockserver did not start ({' '.join(args)}):\n" + "\n".join(output))
+            raise RuntimeError(f"python -m sd35_twin.mockserver did not start ({' '.join(args)}):\n" + "\n".join(output))

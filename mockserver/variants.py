@@ -1,8 +1,8 @@
 """The plausible alternatives of every assumed behaviour, as data (``profiles/variants.json``).
 
 The default profile holds one guess per unknown; each variant here is another plausible truth, written as a
-profile overlay and tagged with the ledger row it belongs to and its evidence. The matrix (``python -m
-mockserver matrix``) and the pytest option ``--sd35-variants`` run a user's tests once per variant, so they
+profile overlay and tagged with the ledger row it belongs to and its evidence. The matrix (``sd35-mock
+matrix``) and the pytest option ``--sd35-variants`` run a user's tests once per variant, so they
 learn offline which unknowns their app would not survive. A row with no plausible alternative says why.
 """
 
@@ -26,7 +26,7 @@ class Variant:
 
 
 def _document() -> dict:
-    return json.loads(resources.files("mockserver").joinpath("profiles/variants.json").read_text("utf-8"))
+    return json.loads(resources.files(__package__).joinpath("profiles/variants.json").read_text("utf-8"))
 
 
 def load_variants(rows: set[str] | None = None) -> list[Variant]:

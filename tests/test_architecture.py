@@ -6,20 +6,48 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "sd35_twin"      # the one name an install puts on the import path (pyproject.toml)
+OURS = {"mockserver", "client", "contracts", "bench"}
 CORE = ["backend", "jobs", "validation", "config", "profile_schema", "variants", "errors", "images", "webhooks", "faults", "rules",
         "journal", "openapi"]
 
 
-def imported_modules(path: Path) -> set[str]:
-    names = set()
+def ours(name: str) -> str:
+    """'sd35_twin.mockserver.testing' -> 'mockserver.testing': our folders by the names this file's rules use."""
+    return name[len(PACKAGE) + 1:] if name.startswith(PACKAGE + ".") else name
+
+
+def absolute_imports(path: Path) -> list[str]:
+    names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+            names.append(node.module)
+            if node.module == PACKAGE:
+                names.extend(f"{PACKAGE}.{alias.name}" for alias in node.names)   # from sd35_twin import client
+    return names
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = {ours(name).split(".")[0] for name in absolute_imports(path)}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
             names.add(node.module.split(".")[0])  # from ..client import x, inside a subpackage
     return names
+
+
+PYTHON_FILES = sorted(p for folder in ("mockserver", "client", "contracts", "tests", "bench")
+                      for p in (REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", PYTHON_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_nothing_imports_our_folders_by_their_short_names(path):
+    """Installed, our folders are sd35_twin.*: a bare 'import client' would reach a user's own module of that name."""
+    short = [name for name in absolute_imports(path) if name.split(".")[0] in OURS - {"bench"}]
+    if path.parts[len(REPO.parts)] != "bench" and path.parts[len(REPO.parts)] != "tests":
+        short += [name for name in absolute_imports(path) if name.split(".")[0] == "bench"]
+    assert not short, f"{path.relative_to(REPO)} imports {short}: use {PACKAGE}.<name> or a relative import"
 
 
 @pytest.mark.parametrize("module", CORE)
@@ -39,13 +67,7 @@ def test_client_does_not_import_mockserver_or_contracts(path):
 
 
 def imported_names(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
+    return {ours(name) for name in absolute_imports(path)}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "contracts").glob("*.py")), ids=lambda p: p.name)

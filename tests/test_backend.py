@@ -5,9 +5,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from mockserver.backend import MockBackend
-from mockserver.config import MockConfig
-from mockserver.errors import Conflict, ImageExpired, ImageNotReady, InvalidRequest, NotFound, Unauthorized
+from sd35_twin.mockserver.backend import MockBackend
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.errors import Conflict, ImageExpired, ImageNotReady, InvalidRequest, NotFound, Unauthorized
 from tests.strategies import valid_requests
 
 BASE = "http://mock.test/"

@@ -171,8 +171,8 @@ def test_bench_reaches_the_mock_only_through_its_public_launcher():
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
                      else [])
             for name in names:
-                if name.split(".")[0] == "mockserver":
-                    assert name == "mockserver.testing", f"{path.name} imports {name}"
+                if name.split(".")[0] in ("mockserver", "sd35_twin"):
+                    assert name == "sd35_twin.mockserver.testing", f"{path.name} imports {name}"
         assert "subprocess.Popen" not in path.read_text() or path.name == "procs.py", path.name
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from mockserver.cli import build_parser, config_from_args
-from mockserver.testing import MockControl, launch
+from sd35_twin.mockserver.cli import build_parser, config_from_args
+from sd35_twin.mockserver.testing import MockControl, launch
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_lifecycle_options(args, expected):
 
 def refused_at_start(args, env=None):
     """Run the mock with bad values: it must refuse before it listens (a started one would time out here)."""
-    done = subprocess.run([sys.executable, "-m", "mockserver", *args], capture_output=True, text=True, timeout=20,
+    done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", *args], capture_output=True, text=True, timeout=20,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr  # one line, no usage block
@@ -135,13 +135,13 @@ def test_every_interface_without_a_token_warns_once_and_never_calls_itself():
 def test_port_in_use_is_a_clear_error(run_mock):
     url = run_mock()
     port = url.rsplit(":", 1)[1]
-    done = subprocess.run([sys.executable, "-m", "mockserver", "--port", port], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", "--port", port], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 2 and "cannot listen" in done.stderr
 
 
 def test_workers_is_an_unknown_option():
-    done = subprocess.run([sys.executable, "-m", "mockserver", "--workers", "2"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", "--workers", "2"], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 2 and "unrecognized arguments: --workers" in done.stderr
 

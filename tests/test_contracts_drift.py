@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mockserver.testing import MockControl, launch
+from sd35_twin.mockserver.testing import MockControl, launch
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_VARS = ("IMAGEPIPELINE_API_KEY", "CONTRACTS_TARGET", "CONTRACTS_OTHER_API_KEY", "IMAGEPIPELINE_BASE_URL")
@@ -74,7 +74,7 @@ def mock_report(tmp_path_factory) -> Path:
 
 
 def drift_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "contracts", "drift", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sd35_twin.contracts", "drift", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
 
 

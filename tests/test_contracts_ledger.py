@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 
-from contracts.report import load_ledger
+from sd35_twin.contracts.report import load_ledger
 
 LEDGER = load_ledger()
 
@@ -25,7 +25,7 @@ def _contract_tests() -> dict[str, object]:
     """'contracts/test_x.py::name' -> function, for every test function with a ledger marker."""
     from pathlib import Path
 
-    import contracts
+    from sd35_twin import contracts
 
     found = {}
     for path in sorted(Path(contracts.__file__).parent.glob("test_*.py")):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from contracts.report import load_ledger
+from sd35_twin.contracts.report import load_ledger
 
 ROWS = len(load_ledger())  # the ledger's rows, so a new row does not break these counts
 

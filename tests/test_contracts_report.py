@@ -8,10 +8,10 @@ import json
 import pytest
 import requests
 
-from contracts import report as rp
-from contracts.__main__ import main as contracts_main
-from contracts.recording import REDACTED, Recorder, Redactor
-from contracts.targets import (
+from sd35_twin.contracts import report as rp
+from sd35_twin.contracts.__main__ import main as contracts_main
+from sd35_twin.contracts.recording import REDACTED, Recorder, Redactor
+from sd35_twin.contracts.targets import (
     CAP_REASON, BudgetExhausted, ContractSession, ContractsError, JobBudget, Target, TargetError, probe_control,
     resolve_target,
 )
@@ -289,8 +289,8 @@ def test_resolve_target():
 
 
 def test_probe_control_tells_a_mock_from_another_server():
-    from mockserver.config import MockConfig
-    from mockserver.server import start
+    from sd35_twin.mockserver.config import MockConfig
+    from sd35_twin.mockserver.server import start
 
     mock = start(MockConfig())
     try:

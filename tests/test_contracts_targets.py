@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from contracts.report import load_ledger
-from mockserver.testing import MockControl, launch
+from sd35_twin.contracts.report import load_ledger
+from sd35_twin.mockserver.testing import MockControl, launch
 
 ROWS = len(load_ledger())  # the ledger's rows, so a new row does not break these counts
 
@@ -166,7 +166,7 @@ def test_the_plugin_stays_out_of_a_projects_own_tests_and_serves_its_fixture(tmp
 
 def test_a_project_runs_the_suite_with_pyargs(tmp_path):
     report = tmp_path / "report.json"
-    done = run_pytest("--pyargs", "contracts", "-q", "--ledger-rows", "L03,L13", "--contracts-report", str(report),
+    done = run_pytest("--pyargs", "sd35_twin.contracts", "-q", "--ledger-rows", "L03,L13", "--contracts-report", str(report),
                       cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     data = json.loads(report.read_text())

@@ -9,10 +9,10 @@ import threading
 import pytest
 import requests
 
-from mockserver.backend import MockBackend
-from mockserver.cli import build_parser, config_from_args
-from mockserver.config import MockConfig
-from mockserver.errors import InvalidRequest, NoCredits
+from sd35_twin.mockserver.backend import MockBackend
+from sd35_twin.mockserver.cli import build_parser, config_from_args
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.errors import InvalidRequest, NoCredits
 from tests.helpers import race
 
 BASE = "http://mock.test/"
@@ -198,7 +198,7 @@ def test_options_set_balances_and_override_the_environment(monkeypatch):
 
 
 def refused_at_start(args, env=None):
-    done = subprocess.run([sys.executable, "-m", "mockserver", *args], capture_output=True, text=True, timeout=20,
+    done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", *args], capture_output=True, text=True, timeout=20,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr

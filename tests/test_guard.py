@@ -6,10 +6,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from mockserver.config import MockConfig
-from mockserver.server import serve
-from mockserver.testing import TOKEN_HEADER, MockControl
-from mockserver.webhooks import check_url
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.server import serve
+from sd35_twin.mockserver.testing import TOKEN_HEADER, MockControl
+from sd35_twin.mockserver.webhooks import check_url
 
 KEY = {"API-Key": "guard-key"}
 EVIL_PAGE = "http://evil.example"

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from mockserver import MockBackend, MockConfig
-from mockserver.server import serve
-from mockserver.testing import MockControl, WebhookReceiver
+from sd35_twin.mockserver import MockBackend, MockConfig
+from sd35_twin.mockserver.server import serve
+from sd35_twin.mockserver.testing import MockControl, WebhookReceiver
 
 KEY = {"API-Key": "hard"}
 REQ = {"prompt": "load", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0,
@@ -91,7 +91,7 @@ def test_long_stream_stays_within_caps(jobs):
 
 
 def test_a_journal_entry_stays_small_whatever_the_headers():
-    from mockserver.journal import HEADER_CHARS, MAX_HEADERS, Journal
+    from sd35_twin.mockserver.journal import HEADER_CHARS, MAX_HEADERS, Journal
 
     journal = Journal(size=5, body_chars=100)
     journal.record(at=0, method="GET", path="/x", query="", headers=[(f"X-{n}", "v" * 10_000) for n in range(5_000)],

@@ -9,8 +9,8 @@ import pytest
 import requests
 from PIL import Image
 
-from mockserver import MockConfig
-from mockserver.server import serve
+from sd35_twin.mockserver import MockConfig
+from sd35_twin.mockserver.server import serve
 from tests.helpers import PAGE, PAGE_EXAMPLE, PAGE_URL
 
 KEY = {"API-Key": "test-key"}

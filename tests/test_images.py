@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageDraw
 
-from mockserver import images
-from mockserver.images import CONTENT_TYPES, ImageCache, ImageSpec, render_image
+from sd35_twin.mockserver import images
+from sd35_twin.mockserver.images import CONTENT_TYPES, ImageCache, ImageSpec, render_image
 
 PROMPT = "A majestic lighthouse on a cliff at sunset, crashing waves, cinematic lighting, ultra detailed"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mockserver.config import load_default_profile
+from sd35_twin.mockserver.config import load_default_profile
 
 REPO = Path(__file__).resolve().parents[1]
 LEDGER = json.loads((REPO / "contracts" / "ledger.json").read_text())

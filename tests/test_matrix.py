@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from mockserver.variants import load_variants
+from sd35_twin.mockserver.variants import load_variants
 from tests.helpers import REPO
 
 FRAGILE_APP = REPO / "tests" / "data" / "fragile_app.py"
@@ -17,7 +17,7 @@ RUN_KEYS = {"row", "variant", "evidence", "passed", "seconds", "exit_code", "out
 
 
 def matrix(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mockserver", "matrix", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", "matrix", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 
@@ -125,14 +125,14 @@ def test_exit_codes_and_output_kept(tmp_path):
 
 
 def test_the_entry_point_dispatches_to_the_matrix():
-    from mockserver.cli import main
+    from sd35_twin.mockserver.cli import main
 
     assert main(["matrix", "--list", "--rows", "L05"]) == 0
 
 
 def test_our_client_command_line_survives_every_variant(tmp_path):
     """The issue's acceptance: ``python -m client generate`` passes the baseline and every variant."""
-    done = matrix("--jobs", "4", "--report", str(tmp_path / "r.json"), "--", sys.executable, "-m", "client",
+    done = matrix("--jobs", "4", "--report", str(tmp_path / "r.json"), "--", sys.executable, "-m", "sd35_twin.client",
                   "generate", "a fox", "--base-url", "{url}", "--api-key", "k", "--out", str(tmp_path / "out"),
                   timeout=240)
     runs = report(tmp_path / "r.json")

@@ -12,10 +12,10 @@ import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from mockserver.config import load_default_profile
-from mockserver.images import MAX_SIDE
-from mockserver.profile_schema import PROFILE_SCHEMA
-from mockserver.testing import MockControl, launch
+from sd35_twin.mockserver.config import load_default_profile
+from sd35_twin.mockserver.images import MAX_SIDE
+from sd35_twin.mockserver.profile_schema import PROFILE_SCHEMA
+from sd35_twin.mockserver.testing import MockControl, launch
 
 KEY = {"API-Key": "profile-key"}
 REQUEST = {"prompt": "a fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 1,
@@ -135,7 +135,7 @@ def test_a_bad_profile_at_start_up_exits_2_naming_the_key(tmp_path, how):
     path.write_text(json.dumps({"http_status": {"pending": 204}}))
     args, env = (["--profile", str(path)], os.environ) if how == "option" else \
         ([], {**os.environ, "SD35_MOCK_PROFILE": str(path)})
-    done = subprocess.run([sys.executable, "-m", "mockserver", "--port", "0", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", "--port", "0", *args], capture_output=True, text=True,
                           timeout=20, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()

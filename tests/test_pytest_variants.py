@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mockserver.variants import load_variants
+from sd35_twin.mockserver.variants import load_variants
 
 pytest_plugins = ["pytester"]
 

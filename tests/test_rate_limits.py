@@ -5,10 +5,10 @@ reads, one bucket) and PENDING jobs at once; both off (null) by default. Over a 
 import pytest
 import requests
 
-from client import ImagePipelineClient, RateLimitedError, RetryPolicy
-from mockserver.backend import RATE_TRACKED_KEYS, MockBackend
-from mockserver.config import MockConfig, load_profile
-from mockserver.errors import InvalidRequest, RateLimited, Unauthorized
+from sd35_twin.client import ImagePipelineClient, RateLimitedError, RetryPolicy
+from sd35_twin.mockserver.backend import RATE_TRACKED_KEYS, MockBackend
+from sd35_twin.mockserver.config import MockConfig, load_profile
+from sd35_twin.mockserver.errors import InvalidRequest, RateLimited, Unauthorized
 from tests.helpers import race
 
 BASE = "http://mock.test/"

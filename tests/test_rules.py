@@ -6,11 +6,11 @@ import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 
-from mockserver.backend import MockBackend
-from mockserver.config import MockConfig
-from mockserver.errors import InvalidRequest, NotFound
-from mockserver.jobs import Clock
-from mockserver.rules import MAX_RULES, Facts, RuleBook, parse_rule
+from sd35_twin.mockserver.backend import MockBackend
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.errors import InvalidRequest, NotFound
+from sd35_twin.mockserver.jobs import Clock
+from sd35_twin.mockserver.rules import MAX_RULES, Facts, RuleBook, parse_rule
 
 REQ = {"prompt": "a red fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1,
        "guidance_scale": 0.0, "width": 256, "height": 256}

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from mockserver.testing import MockControl, launch
+from sd35_twin.mockserver.testing import MockControl, launch
 
 pytest_plugins = ["pytester"]
 
@@ -19,8 +19,8 @@ USER_TESTS = textwrap.dedent('''
 
     import pytest
 
-    from client import ImagePipelineClient, JobFailedError
-    from mockserver.testing import MockControl
+    from sd35_twin.client import ImagePipelineClient, JobFailedError
+    from sd35_twin.mockserver.testing import MockControl
 
     URL = os.environ["SHARED_MOCK_URL"]
     REQ = dict(prompt="a red fox", negative_prompt="", num_inference_steps=4, samples=1, guidance_scale=0.0,

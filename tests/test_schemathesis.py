@@ -4,9 +4,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from mockserver import MockConfig, create_app
-from mockserver.openapi import openapi_document
-from mockserver.server import serve
+from sd35_twin.mockserver import MockConfig, create_app
+from sd35_twin.mockserver.openapi import openapi_document
+from sd35_twin.mockserver.server import serve
 
 KEY = "schema-key"
 CONFIG = MockConfig(lifecycle="immediate", seed=1, api_keys=(KEY,))  # a closed key list, so bad keys are 401
@@ -53,7 +53,7 @@ def test_schemathesis_cli_all_checks_and_modes_find_nothing(tmp_path):
     import sys
     from pathlib import Path
 
-    from mockserver.testing import launch
+    from sd35_twin.mockserver.testing import launch
 
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     with launch("--api-key", KEY, "--api-key", "other-key", "--pending-seconds", "0", "--seed", "1", "--quiet") as mock:

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from mockserver import MockConfig
-from mockserver.server import MAX_HEADER_BYTES, serve
-from mockserver.testing import WebhookReceiver
+from sd35_twin.mockserver import MockConfig
+from sd35_twin.mockserver.server import MAX_HEADER_BYTES, serve
+from sd35_twin.mockserver.testing import WebhookReceiver
 
 KEY = {"API-Key": "serving"}
 REQ = {"prompt": "a fox", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0,

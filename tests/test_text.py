@@ -8,7 +8,7 @@ from urllib.parse import quote
 import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mockserver.journal import Journal
+from sd35_twin.mockserver.journal import Journal
 
 KEY = {"API-Key": "text-key"}
 JSON = {"Content-Type": "application/json"}

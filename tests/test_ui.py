@@ -13,10 +13,10 @@ import pytest
 import requests
 from PIL import Image
 
-from mockserver.config import MockConfig
-from mockserver.http import create_app
-from mockserver.http.guard import TOKEN_COOKIE
-from mockserver.server import serve
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.http import create_app
+from sd35_twin.mockserver.http.guard import TOKEN_COOKIE
+from sd35_twin.mockserver.server import serve
 
 KEY = {"API-Key": "ui-secret-key-77"}
 TOKEN = "t0ken-for-the-dashboard"

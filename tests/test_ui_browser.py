@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from mockserver.config import MockConfig
-from mockserver.server import start
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.server import start
 
 CHROMIUM = os.environ.get("SD35_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SD35_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -6,9 +6,9 @@ import time
 import pytest
 from hypothesis import given, settings
 
-from mockserver.config import load_default_profile, load_profile
-from mockserver.errors import InvalidRequest
-from mockserver.validation import RequestValidator, parse_json_body
+from sd35_twin.mockserver.config import load_default_profile, load_profile
+from sd35_twin.mockserver.errors import InvalidRequest
+from sd35_twin.mockserver.validation import RequestValidator, parse_json_body
 from tests.strategies import one_rule_broken, valid_requests
 
 VALIDATOR = RequestValidator(load_default_profile())

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from mockserver.config import MockConfig, load_default_profile, load_profile
-from mockserver.server import serve
-from mockserver.variants import Variant, load_variants, rows_without_variants
+from sd35_twin.mockserver.config import MockConfig, load_default_profile, load_profile
+from sd35_twin.mockserver.server import serve
+from sd35_twin.mockserver.variants import Variant, load_variants, rows_without_variants
 
 REPO = Path(__file__).resolve().parents[1]
 LEDGER = json.loads((REPO / "contracts" / "ledger.json").read_text("utf-8"))["rows"]
@@ -267,7 +267,7 @@ def test_the_old_pending_key_over_http_and_in_the_openapi_document():
     ({"http_status": {"submit_pending": 204}}, "profile.http_status.submit_pending"),
 ])
 def test_a_bad_value_of_a_new_key_is_refused_by_name(overrides, field):
-    from mockserver.errors import InvalidRequest
+    from sd35_twin.mockserver.errors import InvalidRequest
     with pytest.raises(InvalidRequest) as caught:
         load_profile(overrides=overrides)
     assert field in {e.field for e in caught.value.errors}

@@ -5,11 +5,11 @@ import json
 import pytest
 import requests
 
-from mockserver import journal as journal_module
-from mockserver.config import MockConfig
-from mockserver.journal import Journal
-from mockserver.server import serve
-from mockserver.testing import MockControl
+from sd35_twin.mockserver import journal as journal_module
+from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.journal import Journal
+from sd35_twin.mockserver.server import serve
+from sd35_twin.mockserver.testing import MockControl
 
 KEY_A, KEY_B = "verify-key-aaa", "verify-key-bbb"
 

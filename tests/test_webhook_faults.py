@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 
-from mockserver.errors import InvalidRequest
-from mockserver.faults import FaultRule
-from mockserver.testing import WebhookReceiver
+from sd35_twin.mockserver.errors import InvalidRequest
+from sd35_twin.mockserver.faults import FaultRule
+from sd35_twin.mockserver.testing import WebhookReceiver
 
 KEY = "webhook-faults-key"
 

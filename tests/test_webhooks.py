@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from mockserver import webhooks
-from mockserver.webhooks import WebhookDispatcher, backoff_delay, check_url, host_allowed, is_loopback_host
+from sd35_twin.mockserver import webhooks
+from sd35_twin.mockserver.webhooks import WebhookDispatcher, backoff_delay, check_url, host_allowed, is_loopback_host
 
 
 @pytest.fixture
@@ -385,7 +385,7 @@ def test_wait_idle_times_out_while_a_delivery_hangs(receiver, make):
 
 def test_core_modules_do_not_import_flask():
     import ast
-    from mockserver import images
+    from sd35_twin.mockserver import images
 
     for mod in (webhooks, images):
         tree = ast.parse(open(mod.__file__, encoding="utf-8").read())

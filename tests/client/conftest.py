@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from client import ImagePipelineClient
-from mockserver import MockConfig
-from mockserver.server import start
-from mockserver.testing import MockControl
+from sd35_twin.client import ImagePipelineClient
+from sd35_twin.mockserver import MockConfig
+from sd35_twin.mockserver.server import start
+from sd35_twin.mockserver.testing import MockControl
 
 
 class FakeClock:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import responses
 
-from client import ImagePipelineClient
-from client import cli
+from sd35_twin.client import ImagePipelineClient
+from sd35_twin.client import cli
 
 BASE = "https://api.test"
 SUBMIT = BASE + "/sd3_5/v1"
@@ -169,7 +169,7 @@ def test_a_save_failing_after_the_submit_prints_the_job_id_and_the_command_that_
     code, out, err = run(["generate", "x", "--base-url", BASE, "--out", str(dest)], clock)
     assert code == cli.EXIT_SAVE_FAILED and out == "" and len(rsps.calls) == 3
     assert "job job1 is done but its images could not be saved" in err and "No space left on device" in err
-    resume = f"python -m client status job1 --wait --base-url {BASE} --out '{dest}'"   # quoted: a space
+    resume = f"sd35-client status job1 --wait --base-url {BASE} --out '{dest}'"   # quoted: a space
     assert err.splitlines()[-1] == f"save them with: {resume}"
     assert list(dest.iterdir()) == []                   # no half-written file left taking the room
 
@@ -186,11 +186,11 @@ def test_status_wait_whose_folder_was_replaced_by_a_file_says_how_to_save_again(
     code, out, err = run(["status", "job1", "--wait", "--out", str(dest)], clock)
     assert code == cli.EXIT_SAVE_FAILED and out == ""
     assert "job job1 is done but its images could not be saved" in err
-    assert err.splitlines()[-1] == f"save them with: python -m client status job1 --wait --out {dest}"
+    assert err.splitlines()[-1] == f"save them with: sd35-client status job1 --wait --out {dest}"
 
 
 def test_python_dash_m_client_runs():
-    done = subprocess.run([sys.executable, "-m", "client", "--help"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "sd35_twin.client", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "generate" in done.stdout and "exit codes" in done.stdout
 

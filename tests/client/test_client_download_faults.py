@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from client import ConnectionLostError, RetryPolicy, UnexpectedResponseError
+from sd35_twin.client import ConnectionLostError, RetryPolicy, UnexpectedResponseError
 
 pytestmark = pytest.mark.mock_only
 

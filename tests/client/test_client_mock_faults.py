@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from client import (
+from sd35_twin.client import (
     AuthenticationError,
     ConnectionLostError,
     ImageUnavailableError,
@@ -257,7 +257,7 @@ def test_the_mocks_400_names_every_field_past_its_limits(mock):
 
 def test_missing_fields_and_unknown_fields(mock):
     """With the check off, the mock's own "required" errors come back; unknown fields are ignored."""
-    from client import GenerationRequest
+    from sd35_twin.client import GenerationRequest
 
     api = mock.client(validate=False)
     with pytest.raises(InvalidRequestError) as info:

@@ -11,10 +11,10 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-import client
-from client import errors
-from client.errors import fields_from_error_text
-from client.models import FIELD_TYPES, FIELDS, GenerationRequest, JobState, JobStatus
+from sd35_twin import client
+from sd35_twin.client import errors
+from sd35_twin.client.errors import fields_from_error_text
+from sd35_twin.client.models import FIELD_TYPES, FIELDS, GenerationRequest, JobState, JobStatus
 
 
 # --- the error tree -----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, note, settings, strategies as st
 from PIL import Image
 
-from client import GenerationRequest, InvalidRequestError, NotFoundError
-from client.models import FIELD_TYPES, FIELDS
+from sd35_twin.client import GenerationRequest, InvalidRequestError, NotFoundError
+from sd35_twin.client.models import FIELD_TYPES, FIELDS
 
 pytestmark = pytest.mark.mock_only
 
@@ -216,7 +216,7 @@ from hypothesis.stateful import (  # noqa: E402
     run_state_machine_as_test,
 )
 
-from client import (  # noqa: E402
+from sd35_twin.client import (  # noqa: E402
     ConnectionLostError,
     ImagePipelineError,
     JobFailedError,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from client import ConnectionLostError, JobFailedError, RetryPolicy
+from sd35_twin.client import ConnectionLostError, JobFailedError, RetryPolicy
 
 pytestmark = pytest.mark.mock_only
 

@@ -13,8 +13,8 @@ import responses
 import urllib3.exceptions
 from hypothesis import given, strategies as st
 
-import client
-from client import (
+from sd35_twin import client
+from sd35_twin.client import (
     APIError,
     AuthenticationError,
     ConnectError,
@@ -34,7 +34,7 @@ from client import (
     UnexpectedResponseError,
     WaitTimeoutError,
 )
-from client.api import _retry_after, transport_error
+from sd35_twin.client.api import _retry_after, transport_error
 
 BASE = "https://api.test"
 SUBMIT = BASE + "/sd3_5/v1"
@@ -287,7 +287,7 @@ def test_status_is_retried_on_5xx(api, rsps, clock, code):
 
 
 def test_status_gives_up_after_the_budget_with_capped_backoff(make_client, rsps, clock):
-    from client import Backoff
+    from sd35_twin.client import Backoff
 
     api = make_client(retry=RetryPolicy(status_attempts=6, backoff=Backoff(0.5, 2.0, 3.0)))
     rsps.add(responses.GET, STATUS(), status=500, json={"status": "FAILURE", "error": "boom"})
@@ -646,7 +646,7 @@ def test_retry_after_in_the_past_is_zero():
 
 @given(attempt=st.integers(0, 200), rand=st.floats(0, 1))
 def test_backoff_is_bounded_and_exponential(attempt, rand):
-    from client import Backoff
+    from sd35_twin.client import Backoff
 
     b = Backoff(initial=0.5, factor=2.0, maximum=8.0, jitter=0.5)
     d = b.delay(attempt, rand)
