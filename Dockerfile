@@ -47,10 +47,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 EXPOSE 8080
 # Numeric, so Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
-# No curl in the image: Python asks /openapi.json (served even with --no-control-plane) on SD35_MOCK_PORT,
-# bypassing any HTTP(S)_PROXY given to the container.
+# No curl in the image: Python asks /healthz (served even with --no-control-plane or a control token, and never
+# journaled or counted: a health check is not the app's traffic) on SD35_MOCK_PORT, bypassing any HTTP(S)_PROXY.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/openapi.json' % os.environ.get('SD35_MOCK_PORT', '8080'), timeout=2)"]
+  CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % os.environ.get('SD35_MOCK_PORT', '8080'), timeout=2)"]
 # Exec form: the mock is PID 1 and gets `docker stop`'s SIGTERM itself (it exits 0 at once).
 # Arguments after the image name are the mock's options: docker run sd35-twin --pending-seconds 0
 ENTRYPOINT ["python", "-m", "sd35_twin.mockserver"]

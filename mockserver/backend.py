@@ -40,6 +40,7 @@ class Download:
     data: bytes
     content_type: str
     file_name: str
+    job_id: str
 
 
 class MockBackend:
@@ -287,7 +288,7 @@ class MockBackend:
                          height=request.height, num_inference_steps=request.num_inference_steps,
                          guidance_scale=float(request.guidance_scale), index=index, samples=request.samples)
         name = file_name.rsplit(".", 1)[0] + "." + ("jpg" if fmt == "jpeg" else fmt)
-        return Download(self.images.get(spec, fmt), CONTENT_TYPES[fmt], name)  # rendered outside the lock
+        return Download(self.images.get(spec, fmt), CONTENT_TYPES[fmt], name, job.id)  # rendered outside the lock
 
     def _view(self, job: Job) -> JobView:
         """A snapshot of ``job``; caller holds the store lock."""
@@ -424,12 +425,13 @@ class MockBackend:
                 job = found[0] if found else None
             return (job.request.batch_id, job.request.prompt) if job else (None, None)
 
-    def list_jobs(self, batch_id: str | None = None, status: str | None = None, limit: int = 100) -> list[JobView]:
-        """Jobs of every key, newest (by creation) first."""
+    def list_jobs(self, batch_id: str | None = None, status: str | None = None, limit: int = 100, *,
+                  key: str | None = None) -> list[JobView]:
+        """Jobs of every key (or of ``key``, their owner's), newest (by creation) first."""
         with self.store.lock:
             self._progress_all()
             jobs = [j for j in self.store if (batch_id is None or j.request.batch_id == batch_id)
-                    and (status is None or j.status == status)]
+                    and (status is None or j.status == status) and (key is None or j.owner_key == key)]
             jobs.sort(key=lambda j: j.created_at, reverse=True)  # the store keeps jobs by last use, for eviction
             return [self._view(j) for j in jobs[:limit]]  # a view only for what is returned
 

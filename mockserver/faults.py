@@ -6,6 +6,7 @@ carries out what ``FaultInjector.pick`` returns; the core only decides.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -32,6 +33,30 @@ MAX_LATENCY_MS = 60_000
 MAX_COPIES, MAX_DROPPED_ATTEMPTS = 10, 100
 OUT_OF_ORDER_MS = 10_000  # webhook_out_of_order: held until another delivery goes out, or this long at most
 MAX_RULES = 100
+
+# What the WSGI server (waitress) logs when an injected fault does its job: a body shorter or longer than its
+# Content-Length, a connection closed under a request. On the thread serving a faulted request these repeat
+# what the mock's own line ("injected fault: ...") says, and read like a broken mock; anywhere else they stay.
+FAULT_ECHOES = ("application-written content exceeded", "application returned too few bytes",
+                "Client disconnected while serving")
+_serving = threading.local()  # .fault: what a fault did to the request this thread serves, until its task ends
+
+
+def fault_served(what: str) -> None:
+    """This thread's request was faulted (the HTTP layer says so as it logs the fault)."""
+    _serving.fault = what
+
+
+def task_done() -> None:
+    """The server finished this thread's task (``server._Channel.service``): its fault, if any, is over."""
+    _serving.fault = None
+
+
+class FaultEchoFilter(logging.Filter):
+    """Drops the server's records that echo an injected fault (``FAULT_ECHOES``) on the thread serving it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(_serving, "fault", None) is None or not str(record.msg).startswith(FAULT_ECHOES)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 
@@ -23,6 +24,17 @@ def _text(value: object, limit: int | None = None) -> str:
     """A recorded value as text any answer can encode: records are kept as they came (a lone surrogate
     included), so it is reading them that must never fail."""
     return shown(str(value)[:limit])
+
+
+def _seconds(header: str | None) -> int | float | None:
+    """A Retry-After header as a JSON number of seconds (the mock sends whole seconds); None if it is not one."""
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else (value if math.isfinite(value) else None)
 
 
 class Journal:
@@ -76,8 +88,9 @@ class Journal:
             entry["job_id"] = _text(job_id)
         if batch_id is not None:
             entry["batch_id"] = _text(batch_id)
-        if retry_after is not None:
-            entry["retry_after"] = _text(retry_after, 100)
+        seconds = _seconds(retry_after)
+        if seconds is not None:
+            entry["retry_after"] = seconds
         if fault:
             entry["fault"] = fault
         if rule is not None:

@@ -23,6 +23,7 @@ from waitress.utilities import (InternalServerError, RequestEntityTooLarge, Requ
 from .backend import MockBackend
 from .config import MockConfig
 from .errors import FieldError
+from .faults import FaultEchoFilter, task_done
 
 HEADER_TIMEOUT = 10.0    # seconds to send a request's headers, from its first byte (from connecting, for the first)
 MAX_HEADER_BYTES = 64 * 1024  # real clients send a few KB; it bounds what a request can make the mock hold
@@ -101,6 +102,12 @@ class _Channel(HTTPChannel):
             self.will_close = True  # no answer was promised yet: just close
         return super().readable()
 
+    def service(self):
+        try:
+            super().service()
+        finally:
+            task_done()  # waitress's echoes of an injected fault are muted only while its request is served
+
     def writable(self):
         if self.requests and self.total_outbufs_len < self.adj.outbuf_high_watermark:
             return bool(self.will_close or self.close_when_flushed)
@@ -131,7 +138,15 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8080, threads: int = 4
         channel_timeout=idle_timeout, cleanup_interval=min(5, idle_timeout), clear_untrusted_proxy_headers=True,
     )
     server.channel_class = functools.partial(_Channel, header_timeout=header_timeout, max_body_bytes=max_body_bytes)
+    mute_fault_echoes()
     return server
+
+
+def mute_fault_echoes() -> None:
+    """waitress's warnings caused by an injected fault give way to the mock's one line naming it (http.faults)."""
+    waitress_log = logging.getLogger("waitress")
+    if not any(isinstance(f, FaultEchoFilter) for f in waitress_log.filters):
+        waitress_log.addFilter(FaultEchoFilter())
 
 
 def server_url(server: BaseWSGIServer, host: str) -> str:

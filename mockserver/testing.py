@@ -102,7 +102,8 @@ class MockControl:
         return self.call("POST", "/clock/advance", json={"seconds": seconds})["now"]
 
     def jobs(self, **filters: Any) -> list[dict]:
-        """Jobs, newest first; filters: ``batch_id``, ``status``, ``limit``."""
+        """Jobs, newest first; filters: ``key`` (the owner's API key, compared in the mock), ``batch_id``, ``status``,
+        ``limit``."""
         return self.call("GET", "/jobs", params={"limit": 10_000, **filters})["jobs"]
 
     def job(self, job_id: str) -> dict:
@@ -406,6 +407,7 @@ class LaunchedMock:
     url: str
     process: subprocess.Popen
     output: list[str]
+    drained: threading.Event | None = None  # set once every line of the output is in ``output``
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, as ``docker stop`` sends it; the exit code (killed if it outlives ``timeout``)."""
@@ -416,6 +418,8 @@ class LaunchedMock:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.drained is not None:
+            self.drained.wait(5)  # its last lines, e.g. what it logged as it stopped
         return self.process.returncode
 
     def __enter__(self) -> "LaunchedMock":
@@ -442,11 +446,13 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
                                env={**os.environ, **(env or {})})
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []
+    drained = threading.Event()
 
     def drain() -> None:
         for line in process.stdout:  # type: ignore[union-attr]
             output.append(line.rstrip("\n"))
             lines.put(line)
+        drained.set()
         lines.put(None)
 
     threading.Thread(target=drain, daemon=True).start()
@@ -458,7 +464,7 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
             line = None
         if line is not None and "listening on " in line:
             url = line.split("listening on ", 1)[1].split()[0]
-            return LaunchedMock(url, process, output)
+            return LaunchedMock(url, process, output, drained)
         if line is None:
             if process.poll() is None:
                 process.kill()

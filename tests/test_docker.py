@@ -8,6 +8,7 @@ One test function, so under pytest-xdist only one worker builds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -174,6 +175,12 @@ def test_the_image_serves_the_lifecycle_runs_as_a_user_and_stops_at_once(record_
         health = lambda: run(docker, "inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()  # noqa: E731
         wait_for("the health check reports healthy", lambda: health() == "healthy", 30,
                  lambda: run(docker, "inspect", "-f", "{{json .State.Health}}", name).stdout)
+        # Health checks are not traffic: /healthz answered docker, and neither the journal nor its counts hold it.
+        checks = json.loads(run(docker, "inspect", "-f", "{{json .State.Health.Log}}", name).stdout)
+        assert checks and all(c["ExitCode"] == 0 for c in checks), checks
+        journal = requests.get(f"{url}/__mock__/journal", timeout=10).json()["requests"]
+        assert journal and not [e for e in journal if e["path"] == "/healthz"], journal
+        assert requests.get(f"{url}/__mock__/journal/counts", timeout=10).json()["total"] == len(journal)
         assert run(docker, "exec", name, "id", "-u").stdout.strip() != "0"
         assert run(docker, "inspect", "-f", "{{.Config.User}}", name).stdout.strip() not in ("", "0", "root")
         assert "mockserver" in run(docker, "exec", name, "cat", "/proc/1/cmdline").stdout

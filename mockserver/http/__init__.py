@@ -17,7 +17,7 @@ from ..backend import MockBackend
 from ..config import MockConfig
 from ..errors import FieldError, MockError
 from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, status_for, status_line
-from .api import api
+from .api import HEALTH_PATH, api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault, take_rule
 from .journaling import answer_fields, request_fields
@@ -60,11 +60,11 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.after_request
     def journal(response: Response) -> Response:
-        """The one place a request is journaled: every request but the control plane's, with the status the
-        client got and what a fault did to it."""
+        """The one place a request is journaled: every request but the control plane's and health checks', with
+        the status the client got and what a fault did to it."""
         response = finish_fault(response)
         ctx, req = g._get_current_object(), request._get_current_object()
-        if not req.path.startswith("/__mock__"):
+        if not req.path.startswith("/__mock__") and req.path != HEALTH_PATH:
             try:
                 body = req.get_data(cache=True)
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
@@ -72,7 +72,8 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None, **answer_fields(req, body, response, ctx.get("kind")),
+                rule=ctx.rule.id if ctx.get("rule") else None, **answer_fields(req, body, response, ctx.get("kind"),
+                                                                             ctx.get("job_id")),
             )
         return response
 

@@ -28,7 +28,9 @@ def submit():
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
     body = parse_json_body(request.get_data(cache=True))
-    return job_response(backend.submit(key, body, request.host_url, rule=g.rule), backend.profile, submit=True)
+    view = backend.submit(key, body, request.host_url, rule=g.rule)
+    g.job_id = view.id  # for the journal, whatever a fault then does to the answer
+    return job_response(view, backend.profile, submit=True)
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")
@@ -39,6 +41,7 @@ def status(job_id: str):
 
 def _image(key: str, friendly: bool) -> Response:
     image = _backend().image(key, friendly)
+    g.job_id = image.job_id  # for the journal
     response = Response(image.data, mimetype=image.content_type)
     response.headers["Content-Disposition"] = f'inline; filename="{image.file_name}"'
     response.headers["Cache-Control"] = "public, max-age=86400, immutable"
@@ -53,6 +56,16 @@ def download_opaque(token: str):
 @api.get("/images/<anything:name>")
 def download_direct(name: str):
     return _image(name, friendly=True)
+
+
+HEALTH_PATH = "/healthz"
+
+
+@api.get(HEALTH_PATH)
+def health():
+    """A liveness check that always answers (no key, no control plane needed) and is never journaled or counted:
+    a container's health check is not the app's traffic (docs/docker.md)."""
+    return jsonify(ok=True)
 
 
 @api.get("/openapi.json")

@@ -38,6 +38,30 @@ def refuse_non_text_url():
     check_url_text("id", request.environ["PATH_INFO"].encode("latin-1"), request.query_string)
 
 
+# The query parameters each control endpoint takes (docs/wire.md); every other endpoint takes none. One rule for
+# all: a parameter not listed, or one given twice, is a 400 naming it, so a test that guesses a filter fails
+# instead of reading every record as if they had been filtered.
+QUERY_PARAMETERS = {
+    "control.list_jobs": ("key", "batch_id", "status", "limit"),
+    "control.journal": ("limit", *JOURNAL_FILTERS),
+    "control.webhooks": ("job_id", "wait"),
+}
+
+
+@control.before_request
+def refuse_unknown_query():
+    if request.url_rule is None or not request.args:  # an unknown path stays a 404
+        return
+    allowed = QUERY_PARAMETERS.get(request.endpoint, ())
+    for name in request.args:
+        if name not in allowed:
+            where = f"{request.method} {request.url_rule.rule}"
+            raise InvalidRequest(FieldError(name, "unknown", f"is not a parameter of {where}: "
+                                            + ("one of " + ", ".join(allowed) if allowed else "it takes none")))
+        if len(request.args.getlist(name)) > 1:
+            raise InvalidRequest(FieldError(name, "single", "must be given once"))
+
+
 def _limit() -> int:
     raw = request.args.get("limit", "100")
     # isdigit() alone takes "²" and 5,000 digits, which int() refuses
@@ -110,10 +134,16 @@ def advance_clock():
 
 @control.get("/jobs")
 def list_jobs():
+    """Filters (all must match): ``key`` (the owner's API key: compared here, answered redacted), ``batch_id``,
+    ``status``; ``limit`` keeps the newest N."""
     status = request.args.get("status")
     if status not in (None, "PENDING", "SUCCESS", "FAILURE"):
         raise InvalidRequest(FieldError("status", "enum", "must be PENDING, SUCCESS or FAILURE"))
-    return jsonify(jobs=[_summary(v) for v in _backend().list_jobs(request.args.get("batch_id"), status, _limit())])
+    for name in ("key", "batch_id"):
+        if request.args.get(name) == "":
+            raise InvalidRequest(FieldError(name, "required", "must not be empty"))
+    return jsonify(jobs=[_summary(v) for v in _backend().list_jobs(request.args.get("batch_id"), status, _limit(),
+                                                                   key=request.args.get("key"))])
 
 
 @control.get("/jobs/<anything:job_id>")
@@ -160,6 +190,7 @@ def journal_counts():
 
 
 def journal_filters() -> dict:
+    """The journal's filters from the query (the dashboard's journal page reads them too)."""
     filters: dict = {}
     for name in request.args:
         if name != "limit" and name not in JOURNAL_FILTERS:
@@ -218,6 +249,8 @@ def webhooks():
             response = failure_response([FieldError("wait", "busy", "another call is already waiting: retry")], 429)
             response.headers["Retry-After"] = "1"
             return response
+    if request.args.get("job_id") == "":
+        raise InvalidRequest(FieldError("job_id", "required", "must not be empty"))
     return jsonify(deliveries=_backend().webhooks.records(request.args.get("job_id")))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import struct
@@ -13,11 +14,13 @@ from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import FieldError
-from ..faults import BODY_FAULTS, TRICKLE_MAX_SECONDS, plan_of
+from ..faults import BODY_FAULTS, TRICKLE_MAX_SECONDS, fault_served, plan_of
 from ..rules import Facts
 from .answers import failure_response
 
 DROP_HEADER = "X-SD35-Mock-Drop"
+log = logging.getLogger("mockserver")
+
 
 
 class DropConnection(Exception):
@@ -104,18 +107,24 @@ def apply_fault(backend, endpoint: str, rule=None) -> Response | None:
 
 
 def finish_fault(response: Response) -> Response:
-    """The "after" part: the request was handled (a job may exist); now delay or replace its answer."""
+    """The "after" part: the request was handled (a job may exist); now delay or replace its answer. Then one
+    log line says what every fault did to this request."""
     plan = g.pop("after_fault", None)
-    if plan is None:
-        return response
-    _wait(plan.after_ms)
-    if plan.action is not None and plan.action.type in BODY_FAULTS:
-        return body_fault(plan.action, response)
-    return fault_response(plan.action) if plan.action is not None else response
+    if plan is not None:
+        _wait(plan.after_ms)
+        if plan.action is not None and plan.action.type in BODY_FAULTS:
+            response = body_fault(plan.action, response)
+        elif plan.action is not None:
+            response = fault_response(plan.action)
+    fault = g.get("fault")
+    if fault:
+        fault_served(fault)
+        log.info("injected fault: %s %s: %s", request.method, request.path[:200], fault)
+    return response
 
 
 def _note(what: str) -> None:
-    """Add to what the journal says was done to this request."""
+    """Add to what the journal (and the log line) says was done to this request."""
     g.fault = ", ".join(filter(None, [g.get("fault"), what]))
 
 

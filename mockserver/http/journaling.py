@@ -22,21 +22,20 @@ def header_pairs(environ: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def answer_fields(req, body: bytes, response, kind: str | None) -> dict:
+def answer_fields(req, body: bytes, response, kind: str | None, job_id: str | None = None) -> dict:
     """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
-    (a status path's, or the ``id`` a submit's JSON answer carried), a submit's ``batch_id`` and the answer's
-    ``Retry-After``."""
+    (a status path's, or ``job_id``: the job a submit made or a download served, whatever a fault then did to
+    the answer), a submit's ``batch_id`` and the answer's ``Retry-After``."""
     fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
     if kind == "status":
         fields["job_id"] = (req.view_args or {}).get("job_id")
-    elif kind == "submit":
+    elif job_id is not None:
+        fields["job_id"] = job_id
+    if kind == "submit":
         try:
             submitted = json.loads(body) if body else None
         except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
             submitted = None
         if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
             fields["batch_id"] = submitted["batch_id"]
-        answer = response.get_json(silent=True) if response.is_json and not response.direct_passthrough else None
-        if isinstance(answer, dict) and isinstance(answer.get("id"), str):
-            fields["job_id"] = answer["id"]
     return fields
