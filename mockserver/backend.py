@@ -3,7 +3,9 @@
 Like moto's backends, this is the whole model of the service; ``mockserver.http`` only parses and
 serialises. Lifecycle progression follows ``config.lifecycle``: ``immediate`` (done at submit),
 ``seconds`` (done ``pending_seconds`` after submit, by the mock's clock), ``polls`` (done on the
-``pending_polls``-th status read) or ``manual`` (done when the control plane says so).
+``pending_polls``-th status read), ``polls_and_seconds`` (both: done on a read once it is the ``pending_polls``-th
+and ``pending_seconds`` have passed, so every poller, fast or slow, meets PENDING; a job with a webhook is done by
+the clock alone, for its app may never read it) or ``manual`` (done when the control plane says so).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class MockBackend:
                 self._set_credits(new.credits, keep_spent=True)
             self._due.clear()
             for job in self.store:  # the new timing, except for jobs a rule times
-                if job.status == PENDING and self._timing(job)[0] == "seconds":
+                if job.status == PENDING and self._clocked(job):
                     self._schedule(job)
             self._progress_all()
         return new
@@ -246,7 +248,7 @@ class MockBackend:
             )
             job.history.append((PENDING, now))
             self.store.add(job, now)
-            if self._timing(job)[0] == "seconds":
+            if self._clocked(job):
                 self._schedule(job)
             finished = self.profile.get("submit", {}).get("finished", "lifecycle")
             if finished == "never":  # the answer is PENDING; the job itself goes on per lifecycle
@@ -266,6 +268,7 @@ class MockBackend:
                 raise NotFound(FieldError("id", "exists", f"no job with id {job_id[:100]!r} for this key"))
             self.store.touch(job, self.clock.now())  # only its owner's reads keep a job from eviction
             job.polls += 1
+            job.reads += 1
             self._progress(job)
             return self._view(job)
 
@@ -276,6 +279,7 @@ class MockBackend:
             if found is None or found[0].request.direct_link != friendly:
                 raise NotFound(FieldError("url", "exists", "no image at this URL"))
             job, index = found
+            job.reads += 1
             self._progress(job)  # a due job finishes on any read; an image read is not a status poll
             if job.status != SUCCESS:
                 raise ImageNotReady(FieldError("url", "ready", f"the job is {job.status}; the image is served once it is SUCCESS"))
@@ -317,6 +321,8 @@ class MockBackend:
             or lifecycle == "immediate"
             or (lifecycle == "seconds" and self.clock.now() >= job.created_at + seconds)
             or (lifecycle == "polls" and job.polls >= polls)
+            or (lifecycle == "polls_and_seconds" and self.clock.now() >= job.created_at + seconds
+                and (job.reads >= polls or job.request.webhook is not None))
         )
         if due:
             error = None
@@ -332,6 +338,11 @@ class MockBackend:
             return cfg.lifecycle, cfg.pending_seconds, cfg.pending_polls
         return (rule.lifecycle, cfg.pending_seconds if rule.pending_seconds is None else rule.pending_seconds,
                 cfg.pending_polls if rule.pending_polls is None else rule.pending_polls)
+
+    def _clocked(self, job: Job) -> bool:
+        """The job finishes by the clock, read or not (the background timer must wake for it)."""
+        lifecycle = self._timing(job)[0]
+        return lifecycle == "seconds" or (lifecycle == "polls_and_seconds" and job.request.webhook is not None)
 
     def _progress_all(self) -> None:
         for job in self.store:

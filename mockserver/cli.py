@@ -123,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KEY has N credits (repeatable); each image of an accepted submit spends one, and a submit "
                         "past the balance is refused (402); a key not named has no limit")
     p.set_defaults(env_credits=_env("CREDITS", ""))
-    p.add_argument("--pending-seconds", type=float, default=_env("PENDING_SECONDS", "2"),
+    p.add_argument("--pending-seconds", type=float, default=_env("PENDING_SECONDS"),
                    help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)")
     p.add_argument("--pending-polls", type=int, default=_env("PENDING_POLLS") or None,
-                   help="instead: a job finishes on its N-th status poll")
+                   help="instead: a job finishes on its N-th status poll; with --pending-seconds, both: on the "
+                        "first read that is the N-th or later once the seconds have passed (a job with a webhook: "
+                        "after the seconds)")
     p.add_argument("--manual", action="store_true", default=_flag("MANUAL"),
                    help="instead: jobs stay PENDING until the control plane completes or fails them")
     p.add_argument("--failure-rate", type=float, default=_env("FAILURE_RATE", "0"),
@@ -151,18 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
+    seconds, polls = args.pending_seconds, args.pending_polls
+    if seconds == 0 and polls is not None:  # at once, and on the N-th poll: both cannot hold
+        raise InvalidRequest(FieldError("pending_seconds", "conflict", "0 (done at submit) cannot be combined with "
+                                        "--pending-polls (done on a later poll): give one of them"))
     if args.manual:
         lifecycle = "manual"
-    elif args.pending_polls is not None:
-        lifecycle = "polls"
-    elif args.pending_seconds == 0:
+    elif polls is not None:
+        lifecycle = "polls" if seconds is None else "polls_and_seconds"
+    elif seconds == 0:
         lifecycle = "immediate"
     else:
         lifecycle = "seconds"
     return MockConfig(
         api_keys=tuple(args.api_keys if args.api_keys is not None else args.env_keys),
         credits=dict(args.credits) if args.credits is not None else _env_credits(args.env_credits),
-        lifecycle=lifecycle, pending_seconds=args.pending_seconds,
+        lifecycle=lifecycle, pending_seconds=2.0 if seconds is None else seconds,
         pending_polls=args.pending_polls if args.pending_polls is not None else 2,
         failure_rate=args.failure_rate, seed=args.seed, public_url=args.public_url,
         profile=load_profile(args.profile), max_jobs=args.max_jobs,

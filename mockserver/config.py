@@ -23,7 +23,8 @@ from typing import Any
 from .errors import FieldError, InvalidRequest
 from .profile_schema import check_profile, is_status_code
 
-LIFECYCLES = ("immediate", "seconds", "polls", "manual")
+# polls_and_seconds: PENDING until both pending_polls reads and pending_seconds have passed (backend._progress)
+LIFECYCLES = ("immediate", "seconds", "polls", "polls_and_seconds", "manual")
 MAX_CREDITS = 10**12  # a balance no test spends: larger numbers are typos
 
 
@@ -100,7 +101,7 @@ class MockConfig:
     # Credit balances by key (ledger row 29): a key not named here has no limit. Each image (sample) of an
     # accepted submit costs one credit. A PATCH replaces the whole map and sets these balances anew.
     credits: dict = field(default_factory=dict)
-    lifecycle: str = "seconds"              # immediate | seconds | polls | manual
+    lifecycle: str = "seconds"              # immediate | seconds | polls | polls_and_seconds | manual
     pending_seconds: float = 2.0
     pending_polls: int = 2
     failure_rate: float = 0.0

@@ -54,6 +54,7 @@ class Job:
     file_names: list[str]                   # friendly .png names, one per sample
     status: str = PENDING
     polls: int = 0
+    reads: int = 0                           # status reads and downloads (lifecycle polls_and_seconds)
     error: str | None = None
     finished_at: float | None = None
     forced: bool = False

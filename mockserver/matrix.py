@@ -7,6 +7,14 @@ The command is a plain subprocess, so the app may be written in any language. It
 from a matrix run) or ``{url}`` in its arguments; ``$SD35_MOCK_VARIANT`` is the variant's id (``baseline``
 for the baseline). A run passes when the command exits 0 within ``--timeout``.
 
+Every app meets PENDING, whatever its polling interval: each mock keeps a job PENDING for its first read (a
+status read or a download) and until ``--pending-seconds`` have passed (lifecycle ``polls_and_seconds``), so a
+variant about a PENDING answer (L15's 202) reaches an app that polls every second as well as one that polls
+every 10 ms. A job with a webhook finishes by the clock alone, since its app may never read it.
+
+A failed run is explained by the lines that say why (``explain``): TAP's ``not ok`` lines with their
+diagnostics, pytest's short test summary, then the last ``--tail`` lines.
+
 Exit codes: 0 every run passed, 1 some run failed, 2 a usage error (nothing was run).
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +40,10 @@ from .variants import Variant, load_variants
 
 OUTPUT_CAP = 64 * 1024          # bytes of each run's output kept (the last ones)
 DEFAULT_PENDING_SECONDS = 0.5   # a submit answers PENDING and the job finishes soon after, in real time
+PENDING_READS = 2               # ... and never before its 2nd read: the first read of every job answers PENDING
+DEFAULT_TAIL = 10               # lines of a failed run's end shown after the lines that explain it
+EXPLAIN_LINES = 40              # at most this many explaining lines per failing test (a stack trace is cut)
+PYTEST_HEADER = re.compile(r"_{3,} \S.* _{3,}$")  # "____ test_name ____": a failing test's section in pytest
 PORT_FREE_WAIT = 15.0           # seconds to wait for a fixed port to be free again between runs
 
 
@@ -75,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="runs at once (default 1); more than 1 needs a free port per run (no --port)")
     p.add_argument("--pending-seconds", type=float, default=DEFAULT_PENDING_SECONDS, metavar="S",
-                   help=f"seconds a job stays PENDING in every mock (default {DEFAULT_PENDING_SECONDS:g}; "
-                        "0 makes every job finish at its submit)")
+                   help=f"seconds a job stays PENDING in every mock (default {DEFAULT_PENDING_SECONDS:g}), and "
+                        "for its first read whatever the seconds, so an app polling at any interval meets PENDING; "
+                        "0 makes every job finish at its submit")
+    p.add_argument("--tail", type=int, default=DEFAULT_TAIL, metavar="N",
+                   help=f"for a failed run, show the last N lines of its output (default {DEFAULT_TAIL}) after "
+                        "the lines that explain it (TAP's not ok lines and diagnostics, pytest's short summary)")
     p.add_argument("--mock-arg", action="append", default=[], metavar="ARG",
                    help="pass ARG to every mock (repeatable), e.g. --mock-arg=--api-key=k")
     p.add_argument("--profile", metavar="FILE",
@@ -179,6 +196,52 @@ def run_one(command: list[str], variant: Variant | None, mock_args: list[str], b
     return Run(row, name, evidence, passed, round(time.monotonic() - started, 2), code, output, timed_out)
 
 
+def lifecycle_args(pending_seconds: float) -> list[str]:
+    """The mock options that make every app meet PENDING: the job is done on a read that is at least its
+    ``PENDING_READS``-th once ``pending_seconds`` have passed (0: at submit, as asked)."""
+    if pending_seconds == 0:
+        return ["--pending-seconds", "0"]
+    return ["--pending-seconds", f"{pending_seconds:g}", "--pending-polls", str(PENDING_READS)]
+
+
+def explain(output: str, tail: int = DEFAULT_TAIL, width: int = 300) -> list[str]:
+    """The lines of a failed run that say why: each TAP ``not ok`` line with its diagnostics (the lines indented
+    under it); pytest's failing tests' headers with their ``E`` lines, and its short test summary; then the last
+    ``tail`` lines not shown yet. ``[...]`` marks a gap."""
+    lines = output.rstrip().splitlines()
+    picked: list[int] = []
+    errors = 0  # pytest's E lines picked under the current failing test's header
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        if PYTEST_HEADER.match(line):
+            picked.append(i)
+            errors = 0
+        elif line.startswith("E ") and picked and errors < EXPLAIN_LINES:
+            picked.append(i)
+            errors += 1
+        elif stripped.startswith("not ok ") or stripped == "not ok":
+            indent = len(line) - len(stripped)
+            block = [i]
+            for j in range(i + 1, len(lines)):
+                nxt = lines[j]
+                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                block.append(j)
+            picked += block[:EXPLAIN_LINES]
+        elif "short test summary info" in line and stripped.startswith("="):
+            picked += range(i, len(lines))
+            break
+    start_tail = max(len(lines) - tail, (max(picked) + 1) if picked else 0) if tail else len(lines)
+    shown = sorted(set(picked) | set(range(start_tail, len(lines))))
+    out, previous = [], -1
+    for i in shown:
+        if i != previous + 1:
+            out.append("[...]")
+        out.append(lines[i][:width])
+        previous = i
+    return out
+
+
 def _line(cells: list[str], widths: list[int]) -> str:
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
@@ -226,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --jobs: runs on one fixed --port are sequential; drop --jobs or --port")
     if args.pending_seconds < 0:
         parser.error("argument --pending-seconds: must be 0 or more")
+    if args.tail < 0:
+        parser.error("argument --tail: must be 0 or more")
     program = args.command[0]
     if shutil.which(program) is None and not (os.sep in program and os.path.exists(program)):
         parser.error(f"command not found: {program}")
@@ -239,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("argument --profile: must hold a JSON object")
     if args.port and not _port_free(args.port):
         parser.error(f"argument --port: {args.port} is in use")
-    mock_args = ["--pending-seconds", f"{args.pending_seconds:g}", *args.mock_arg]
+    mock_args = [*lifecycle_args(args.pending_seconds), *args.mock_arg]
     if args.port:
         mock_args += ["--port", str(args.port)]
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -278,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in runs if not r.passed]
     print(f"{len(runs) - len(failed)} of {len(runs)} runs passed in {time.monotonic() - started:.1f} s", flush=True)
     for run in failed:
-        last = "\n".join(line[:300] for line in run.output.rstrip().splitlines()[-10:])
-        print(f"\n--- {run.row} {run.variant}: exit {run.exit_code} ---\n{last}", file=sys.stderr)
+        why = "\n".join(explain(run.output, args.tail))
+        print(f"\n--- {run.row or 'baseline'} {run.variant}: "
+              f"{'timed out' if run.timed_out else f'exit {run.exit_code}'} ---\n{why}", file=sys.stderr)
     if args.report:
         Path(args.report).write_text(json.dumps({"runs": [asdict(r) for r in runs]}, indent=2) + "\n", "utf-8")
     return 1 if failed else 0

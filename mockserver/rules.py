@@ -107,17 +107,21 @@ def parse_rule(rule_id: str, data: object) -> Rule:
     match = data.get("match", {})
     problems += _match_problems(match)
     lifecycle, seconds, polls = data.get("lifecycle"), data.get("pending_seconds"), data.get("pending_polls")
-    if lifecycle is None and (seconds is not None) != (polls is not None):
-        lifecycle = "seconds" if seconds is not None else "polls"  # a timing alone says which lifecycle
+    if lifecycle is None and (seconds is not None or polls is not None):  # the timings given say which lifecycle
+        lifecycle = "polls_and_seconds" if seconds is not None and polls is not None else \
+            "seconds" if seconds is not None else "polls"
     if lifecycle is not None and lifecycle not in LIFECYCLES:
         problems.append(FieldError("lifecycle", "enum", "must be one of " + ", ".join(LIFECYCLES)))
-    if seconds is not None and (lifecycle != "seconds" or not _number(seconds)
+    if seconds is not None and (lifecycle not in ("seconds", "polls_and_seconds") or not _number(seconds)
                                 or not 0 <= seconds <= MAX_PENDING_SECONDS):
         problems.append(FieldError("pending_seconds", "range", f"must be seconds from 0 to {MAX_PENDING_SECONDS:g}, "
-                                                               'with lifecycle "seconds" (or none)'))
-    if polls is not None and (lifecycle != "polls" or not _whole(polls) or not 1 <= polls <= MAX_PENDING_POLLS):
+                                                               'with lifecycle "seconds" or "polls_and_seconds" (or '
+                                                               'none)'))
+    if polls is not None and (lifecycle not in ("polls", "polls_and_seconds") or not _whole(polls)
+                              or not 1 <= polls <= MAX_PENDING_POLLS):
         problems.append(FieldError("pending_polls", "range", f"must be a whole number from 1 to {MAX_PENDING_POLLS}, "
-                                                             'with lifecycle "polls" (or none)'))
+                                                             'with lifecycle "polls" or "polls_and_seconds" (or '
+                                                             'none)'))
     outcome, error = data.get("outcome"), data.get("error")
     if outcome is not None and outcome not in (SUCCESS, FAILURE):
         problems.append(FieldError("outcome", "enum", "must be SUCCESS or FAILURE"))

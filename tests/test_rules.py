@@ -41,7 +41,7 @@ def errors_of(exc: InvalidRequest) -> list[tuple[str, str]]:
     ({"outcome": "FAILURE", "error": ""}, [("error", "type")]),
     ({"lifecycle": "later"}, [("lifecycle", "enum")]),
     ({"lifecycle": "polls", "pending_seconds": 2}, [("pending_seconds", "range")]),
-    ({"pending_seconds": 2, "pending_polls": 2}, [("pending_seconds", "range"), ("pending_polls", "range")]),
+    ({"lifecycle": "seconds", "pending_seconds": 2, "pending_polls": 2}, [("pending_polls", "range")]),
     ({"pending_polls": 0}, [("pending_polls", "range")]),
     ({"pending_seconds": float("inf")}, [("pending_seconds", "range")]),
     ({"outcome": "SUCCESS", "times": 0}, [("times", "minimum")]),

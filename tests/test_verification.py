@@ -45,8 +45,9 @@ def test_journal_filters(sd35_mock, valid_request):
     response = journal(sd35_mock, key=KEY_A)
     assert KEY_A not in response.text and len(response.json()["requests"]) == 4   # 2 submits, 2 reads
     assert [e["batch_id"] for e in sd35_mock.requests(batch_id="b1")] == ["b1", "b1"]
-    reads_and_submit = sd35_mock.requests(job_id=first)
-    assert [(e["method"], e["status"]) for e in reads_and_submit] == [("POST", 200), ("GET", 200)]
+    submit_read_download = sd35_mock.requests(job_id=first)  # the download names the job it served
+    assert [(e["kind"], e["status"]) for e in submit_read_download] == [("submit", 200), ("status", 200),
+                                                                         ("download", 200)]
     [missing] = sd35_mock.requests(status=404)
     assert missing["job_id"] == "no-such-job"
     assert sd35_mock.requests(kind="download")[0]["path"].startswith("/files/")
@@ -176,7 +177,7 @@ def test_assert_retry_after_honoured(sd35_mock, valid_request):
     assert submit(sd35_mock, valid_request).status_code == 200
     poll(sd35_mock, "whatever")                       # another kind does not count
     sd35_mock.assert_retry_after_honoured()
-    assert sd35_mock.requests(kind="submit")[0]["retry_after"] == "2"
+    assert sd35_mock.requests(kind="submit")[0]["retry_after"] == 2  # a number of seconds, as the fault took it
 
     sd35_mock.fault(endpoint="status", type="status", status=503, retry_after=5)
     poll(sd35_mock, "whatever")
@@ -187,7 +188,7 @@ def test_assert_retry_after_honoured(sd35_mock, valid_request):
         sd35_mock.assert_retry_after_honoured()
     message = str(failure.value)
     assert "Retry-After not honoured" in message and "answered Retry-After: 5" in message
-    assert "GET /sd3_5/v1/status/whatever -> 503" in message and "retry_after='5'" in message
+    assert "GET /sd3_5/v1/status/whatever -> 503" in message and "retry_after=5 " in message
     assert "POST" not in message
 
 

@@ -1,0 +1,63 @@
+// node --test app.test.mjs: the app's tests against the twin, each with a key of its own, so they could share one
+// twin with other suites (rules scope outcomes and faults to a key; the journal and the job list filter by it).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generate } from './app.mjs';
+import { startTwin } from './twin.mjs';
+
+const REQUEST = { prompt: 'a red fox', negative_prompt: '', num_inference_steps: 4, samples: 1, guidance_scale: 0,
+  width: 256, height: 256 };
+let twin;
+before(async () => { twin = await startTwin(); });
+after(async () => { await twin?.stop(); });
+
+test('a job this test makes fail reaches the app as FAILURE with its error', async () => {
+  const key = 'key-of-the-failure-test';
+  const rule = await twin.control('POST', '/rules',
+    { match: { api_key: key }, outcome: 'FAILURE', error: 'nsfw content', pending_polls: 2 });
+  try {
+    const job = await generate(twin.url, key, REQUEST, { interval: 50 });
+    assert.equal(job.status, 'FAILURE');
+    assert.equal(job.error, 'nsfw content');
+    const sent = (await twin.control('GET', `/journal?key=${key}`)).requests;  // the key is matched, shown as ***
+    assert.deepEqual(sent.map((e) => [e.kind, e.status]), [['submit', 200], ['status', 200], ['status', 200]]);
+    assert.equal(sent[0].rule, rule.id);  // the rule shaped the submit's job
+    assert.ok(sent.every((e) => e.job_id === job.id));
+  } finally {
+    await twin.control('DELETE', `/rules/${rule.id}`);
+  }
+});
+
+test('a submit whose answer is lost after the job was made is not sent twice', async () => {
+  const key = 'key-of-the-drop-test';
+  const rule = await twin.control('POST', '/rules', { match: { api_key: key },
+    fault: { type: 'drop', phase: 'after', endpoint: 'submit' }, times: 1 });
+  await assert.rejects(generate(twin.url, key, REQUEST), /fetch failed/);  // the connection closed, no answer
+  const submits = (await twin.control('GET', `/journal?kind=submit&key=${key}`)).requests;
+  assert.equal(submits.length, 1, 'exactly one POST reached the twin');
+  assert.equal(submits[0].fault, 'drop after');
+  const [orphan] = (await twin.control('GET', `/jobs?key=${key}`)).jobs;  // the job exists, unseen by the app
+  assert.equal(submits[0].job_id, orphan.id);
+  assert.equal(rule.times, 1);
+});
+
+test('the app polls no faster than once a second and meets PENDING first', async () => {
+  const key = 'key-of-the-polling-test';
+  const rule = await twin.control('POST', '/rules', { match: { api_key: key }, pending_polls: 2 });
+  try {
+    const job = await generate(twin.url, key, REQUEST, { interval: 1000 });
+    assert.equal(job.status, 'SUCCESS');
+    const image = await fetch(job.download_urls[0]);
+    assert.equal(image.status, 200);
+    assert.match(image.headers.get('content-type'), /^image\//);
+    const reads = (await twin.control('GET', `/journal?kind=status&job_id=${job.id}`)).requests;
+    assert.equal(reads.length, 2);
+    assert.ok(reads[1].at - reads[0].at >= 0.9, `polled ${reads[1].at - reads[0].at} s apart`);
+  } finally {
+    await twin.control('DELETE', `/rules/${rule.id}`);
+  }
+});
+
+test('a filter the twin does not know is refused, not ignored', async () => {
+  await assert.rejects(twin.control('GET', '/jobs?owner=me'), /HTTP 400 .*owner: is not a parameter/);
+});
