@@ -5,6 +5,8 @@ import json
 
 import pytest
 import requests
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from sd35_twin.mockserver.http.control import QUERY_PARAMETERS
 from sd35_twin.mockserver.journal import FILTERS
@@ -25,15 +27,19 @@ LISTS = ["/jobs", "/journal", "/journal/counts", "/webhooks", "/faults", "/rules
          "/rate-limits", "/stats", "/health"]
 
 
+def taken_by(path: str) -> tuple[str, ...]:
+    """The parameters the control endpoint at ``path`` takes (its Flask endpoint's entry)."""
+    endpoint = {"/jobs": "list_jobs", "/journal/counts": "journal_counts", "/rate-limits": "rate_limits"}
+    return QUERY_PARAMETERS.get("control." + endpoint.get(path, path.strip("/")), ())
+
+
 @pytest.mark.parametrize("path", LISTS)
 def test_an_unknown_query_parameter_is_a_400_naming_it_on_every_list(sd35_mock, path):
     answer = ctl(sd35_mock, "GET", path, bogus="1")
     assert answer.status_code == 400, (path, answer.text)
     [error] = answer.json()["errors"]
     assert (error["field"], error["rule"]) == ("bogus", "unknown")
-    endpoint = "control." + {"/jobs": "list_jobs", "/journal/counts": "journal_counts", "/rate-limits": "rate_limits"
-                             }.get(path, path.strip("/"))
-    taken = QUERY_PARAMETERS.get(endpoint, ())
+    taken = taken_by(path)
     assert error["message"].endswith(("one of " + ", ".join(taken)) if taken else "it takes none"), error
     for name in taken:  # each one it takes, given twice, is refused too
         twice = requests.get(f"{sd35_mock.url}/__mock__{path}?{name}=1&{name}=2", timeout=10)
@@ -132,3 +138,13 @@ def test_health_checks_answer_without_a_control_plane_and_with_a_token():
         with serve(config) as mock:
             assert requests.get(f"{mock.url}/healthz", timeout=10).json() == {"ok": True}
             assert len(mock.backend.journal) == 0 and mock.backend.journal.counts()["total"] == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(LISTS),
+       name=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20))
+def test_any_parameter_an_endpoint_does_not_take_is_refused_by_name(sd35_mock_server, path, name):
+    assume(name not in taken_by(path))
+    answer = requests.get(f"{sd35_mock_server.url}/__mock__{path}", params={name: "x"}, timeout=10)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["errors"][0]["field"] == name
