@@ -292,7 +292,7 @@ class MockBackend:
                          height=request.height, num_inference_steps=request.num_inference_steps,
                          guidance_scale=float(request.guidance_scale), index=index, samples=request.samples)
         name = file_name.rsplit(".", 1)[0] + "." + ("jpg" if fmt == "jpeg" else fmt)
-        return Download(self.images.get(spec, fmt), CONTENT_TYPES[fmt], name, job.id)  # rendered outside the lock
+        return Download(self.images.get(spec, fmt), CONTENT_TYPES[fmt], name, job.id)  # rendered unlocked
 
     def _view(self, job: Job) -> JobView:
         """A snapshot of ``job``; caller holds the store lock."""

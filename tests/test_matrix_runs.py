@@ -125,7 +125,8 @@ def test_other_output_shows_its_last_lines_and_tail_shows_more(tmp_path):
     output = "\n".join(f"line {n}" for n in range(50))
     assert explain(output) == ["[...]", *[f"line {n}" for n in range(40, 50)]]
     assert explain(output, tail=50) == [f"line {n}" for n in range(50)]
-    script = "import os; [print('line', n) for n in range(50)]; raise SystemExit(os.environ['SD35_MOCK_VARIANT'] != 'baseline')"
+    script = ("import os; [print('line', n) for n in range(50)]; "
+              "raise SystemExit(os.environ['SD35_MOCK_VARIANT'] != 'baseline')")
     done = matrix("--rows", "L05", "--tail", "30", "--", sys.executable, "-c", script)
     assert done.returncode == 1 and "line 20\n" in done.stderr and "line 19\n" not in done.stderr, done.stderr
     assert "--- L05 samples<=4: exit 1 ---" in done.stderr

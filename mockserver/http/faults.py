@@ -22,7 +22,6 @@ DROP_HEADER = "X-SD35-Mock-Drop"
 log = logging.getLogger("mockserver")
 
 
-
 class DropConnection(Exception):
     """Raised through the WSGI server to close the connection without any response."""
 
