@@ -282,10 +282,12 @@ class MockBackend:
             job.reads += 1
             self._progress(job)  # a due job finishes on any read; an image read is not a status poll
             if job.status != SUCCESS:
-                raise ImageNotReady(FieldError("url", "ready", f"the job is {job.status}; the image is served once it is SUCCESS"))
+                raise ImageNotReady(FieldError("url", "ready", f"the job is {job.status}; the image is served once it "
+                                                               "is SUCCESS"), job_id=job.id)
             ttl = float(self.profile.get("urls", {}).get("ttl_seconds", 86_400))
             if self.clock.now() > job.finished_at + ttl:
-                raise ImageExpired(FieldError("url", "expired", f"download URLs expire {ttl:g} s after the job is done"))
+                raise ImageExpired(FieldError("url", "expired", f"download URLs expire {ttl:g} s after the job is done"),
+                                   job_id=job.id)
             request, file_name = job.request, job.file_names[index]
         fmt = self.profile["urls"]["direct_link_format" if friendly else "opaque_format"]
         spec = ImageSpec(prompt=request.prompt, negative_prompt=request.negative_prompt, width=request.width,

@@ -73,11 +73,19 @@ class NotFound(MockError):
     kind = "not_found"
 
 
-class ImageNotReady(MockError):
+class _ImageNotServed(MockError):
+    """A download URL whose job exists but whose image is not served: ``job_id`` names the job (for the journal)."""
+
+    def __init__(self, errors: list[FieldError] | FieldError, job_id: str | None = None):
+        super().__init__(errors)
+        self.job_id = job_id
+
+
+class ImageNotReady(_ImageNotServed):
     kind = "image_not_ready"
 
 
-class ImageExpired(MockError):
+class ImageExpired(_ImageNotServed):
     kind = "image_expired"
 
 

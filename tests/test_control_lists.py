@@ -104,11 +104,17 @@ def test_a_submit_that_made_no_job_has_no_job_id(sd35_mock, valid_request):
     assert ctl(sd35_mock, "GET", "/jobs").json()["jobs"] == []
 
 
-def test_a_download_names_its_job(sd35_mock, valid_request):
-    ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "immediate"})
-    job = submit(sd35_mock, valid_request).json()
+def test_a_download_names_its_job_served_or_not(sd35_mock, valid_request):
+    ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "manual"})
+    job = submit(sd35_mock, dict(valid_request, queued_image_urls=True)).json()
+    assert requests.get(job["download_urls"][0], timeout=10).status_code == 404  # not ready: the job is PENDING
+    ctl(sd35_mock, "POST", f"/jobs/{job['id']}/complete")
     assert requests.get(job["download_urls"][0], timeout=10).status_code == 200
-    assert sd35_mock.requests(kind="download")[0]["job_id"] == job["id"]
+    sd35_mock.advance(2 * 86_400)
+    assert requests.get(job["download_urls"][0], timeout=10).status_code == 404  # expired
+    assert requests.get(job["download_urls"][0] + "x", timeout=10).status_code == 404  # no such image: no job
+    downloads = sd35_mock.requests(kind="download")
+    assert [e.get("job_id") for e in downloads] == [job["id"]] * 3 + [None]
 
 
 def test_retry_after_is_a_number_of_seconds_as_rules_and_faults_take_it(sd35_mock, valid_request):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from ..errors import ImageExpired, ImageNotReady
 from ..openapi import openapi_document
 from ..validation import check_url_text, parse_json_body
 from .answers import job_response
@@ -40,7 +41,11 @@ def status(job_id: str):
 
 
 def _image(key: str, friendly: bool) -> Response:
-    image = _backend().image(key, friendly)
+    try:
+        image = _backend().image(key, friendly)
+    except (ImageNotReady, ImageExpired) as error:
+        g.job_id = error.job_id  # the journal names the job whose image is not served yet, or any more
+        raise
     g.job_id = image.job_id  # for the journal
     response = Response(image.data, mimetype=image.content_type)
     response.headers["Content-Disposition"] = f'inline; filename="{image.file_name}"'

@@ -24,8 +24,8 @@ def header_pairs(environ: dict) -> list[tuple[str, str]]:
 
 def answer_fields(req, body: bytes, response, kind: str | None, job_id: str | None = None) -> dict:
     """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
-    (a status path's, or ``job_id``: the job a submit made or a download served, whatever a fault then did to
-    the answer), a submit's ``batch_id`` and the answer's ``Retry-After``."""
+    (a status path's, or ``job_id``: the job a submit made or a download URL belongs to, whatever a fault then
+    did to the answer), a submit's ``batch_id`` and the answer's ``Retry-After``."""
     fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
     if kind == "status":
         fields["job_id"] = (req.view_args or {}).get("job_id")
