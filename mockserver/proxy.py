@@ -164,7 +164,7 @@ class ShadowProxy:
         except requests.Timeout:
             raise UpstreamError(504, "timeout", f"did not answer within {timeout:g} s") from None
         except requests.RequestException as exc:
-            raise UpstreamError(502, "reachable", f"could not be reached ({_reason(exc)})") from None
+            raise UpstreamError(502, "reachable", f"could not be reached, or closed the connection ({_reason(exc)})") from None
         try:
             chunks, size = [], 0
             seen = {"status": resp.status_code, "headers": dict(resp.headers)}
