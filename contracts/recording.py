@@ -18,45 +18,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlsplit
 
-from sd35_twin.mockserver.evidence import REDACTED, Evidence, Exchange, Redactor, key_fingerprint, summarise_body
+from sd35_twin.mockserver.evidence import (REDACTED, Evidence, Redactor, exchange_from_entry, key_fingerprint,
+                                           summarise_body)
 
-__all__ = ["Recorder", "Redactor", "REDACTED", "exchange_of"]
-
-SUBMIT_PATH = "/sd3_5/v1"
-STATUS_PREFIX = "/sd3_5/v1/status/"
-
-
-def _json(raw: Any) -> Any:
-    if raw in (None, b"", ""):
-        return None
-    try:
-        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-
-
-def exchange_of(prepared, response, evidence: Evidence) -> Exchange | None:
-    """A recorded request and its answer as the evidence reads them (None: not an exchange with the API)."""
-    if response is None:
-        return None
-    path = urlsplit(prepared.url or "").path
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    who = key_fingerprint(prepared.headers.get("API-Key"))
-    body = prepared.body
-    if prepared.method == "POST" and path.endswith(SUBMIT_PATH):
-        return Exchange("submit", response.status_code, request=_json(body), request_bytes=len(body or b""),
-                        body=_json(response.content), headers=headers, who=who)
-    if prepared.method == "GET" and STATUS_PREFIX in path:
-        return Exchange("status", response.status_code, body=_json(response.content), headers=headers, who=who,
-                        job_id=path.rsplit("/", 1)[-1])
-    job = evidence.job_of_url(prepared.url or "")
-    if prepared.method == "GET" and job is not None:
-        return Exchange("download", response.status_code, headers=headers, job_id=job, url=prepared.url,
-                        body=None if response.ok else _json(response.content))
-    return None
-
+__all__ = ["Recorder", "Redactor", "REDACTED"]
 
 class Recorder:
     """Appends redacted exchanges to a JSONL file; safe to call from several threads."""
@@ -81,6 +47,7 @@ class Recorder:
                 "method": prepared.method,
                 "url": r.text(prepared.url or ""),
                 "headers": r.headers(prepared.headers),
+                "bytes": len(request_body or b""),
                 "body": summarise_body(request_body, prepared.headers.get("Content-Type", ""), r),
             },
         }
@@ -90,7 +57,7 @@ class Recorder:
                 "headers": r.headers(response.headers),
                 "body": summarise_body(response.content, response.headers.get("Content-Type", ""), r),
             }
-            exchange = exchange_of(prepared, response, self.evidence)
+            exchange = exchange_from_entry(entry, self.evidence, who=key_fingerprint(prepared.headers.get("API-Key")))
             if exchange is not None:
                 entry["readings"] = [{"row": x.row, "held": x.held, "text": x.text}
                                      for x in self.evidence.read(exchange)]

@@ -28,14 +28,18 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["REDACTED", "SECRET_HEADERS", "Redactor", "summarise_body", "Exchange", "Reading", "Evidence",
-           "ROWS", "KNOWN_FIELDS", "load_default_profile", "key_fingerprint", "classify_failure", "status_kind"]
+           "ROWS", "KNOWN_FIELDS", "load_default_profile", "key_fingerprint", "classify_failure", "status_kind",
+           "exchange_from_entry", "format_rows"]
 
 REDACTED = "[REDACTED]"
 SECRET_HEADERS = {"api-key", "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 MAX_TEXT = 20_000
 SCHEMA = "sd35-contracts-report/1"   # the contract suite's report format (contracts/report.py)
+SUBMIT_PATH = "/sd3_5/v1"
+STATUS_PREFIX = "/sd3_5/v1/status/"
 
 # The request fields the provider's page documents (ledger L04, L07, L10); any other is an unknown field (L20).
 KNOWN_FIELDS = ("prompt", "negative_prompt", "num_inference_steps", "samples", "guidance_scale", "height", "width",
@@ -187,6 +191,42 @@ class Reading:
     text: str                          # one sentence: what was seen, and the profile's value when it differs
     hint: dict | None = None           # the profile override that makes the twin do what was seen
     value: Any = None                  # what was seen, as JSON
+
+
+def _is_summary(value: Any) -> bool:
+    return isinstance(value, Mapping) and ("_binary" in value or "_text" in value)
+
+
+def exchange_from_entry(entry: Mapping, evidence: "Evidence", who: str = "") -> Exchange | None:
+    """A recorded exchange (a line of the proxy's ``--record`` or of the contracts' ``--record``) as the readers
+    take it; None when it is no answer of the API (an upstream failure, a control-plane call). The proxy and the
+    contracts' recorder read each exchange through this, and ``drift`` reads a recording file through it too."""
+    req, resp = entry.get("request"), entry.get("response")
+    if not isinstance(req, Mapping) or not isinstance(resp, Mapping) or entry.get("error") \
+            or not isinstance(resp.get("status"), int):
+        return None
+    status, method = resp["status"], str(req.get("method", ""))
+    url = str(req.get("url") or req.get("path") or "")
+    path = urlsplit(url).path
+    headers = {str(k).lower(): str(v) for k, v in (resp.get("headers") or {}).items()}
+    body = resp.get("body")
+    answer = body if isinstance(body, (dict, list)) and not _is_summary(body) else None
+    sent = req.get("body")
+    request_json = sent if isinstance(sent, Mapping) and not _is_summary(sent) else None
+    size = req.get("bytes")
+    if not isinstance(size, int):
+        size = sent.get("truncated_from", 0) if _is_summary(sent) else len(json.dumps(sent)) if sent is not None else 0
+    job = evidence.job_of_url(url) if method == "GET" else None
+    if entry.get("kind") == "download" or job is not None:
+        return Exchange("download", status, headers=headers, job_id=job, url=url, image=resp.get("image"),
+                        body=answer if not 200 <= status < 300 else None, who=who)
+    if method == "POST" and path.endswith(SUBMIT_PATH):
+        return Exchange("submit", status, request=request_json, request_bytes=size, body=answer, headers=headers,
+                        who=who)
+    if method == "GET" and STATUS_PREFIX in path:
+        return Exchange("status", status, body=answer, headers=headers, who=who,
+                        job_id=unquote(path.rsplit("/", 1)[-1]))
+    return None
 
 
 def _failure_text(body: Any) -> str:
@@ -580,6 +620,20 @@ class Evidence:
         elif image.get("decodable") and "width" not in job.request and "height" not in job.request:
             out.append(Reading("L07", True, f"L07: the default size {size[0]}x{size[1]}", None, list(size)))
         return out
+
+    def read_recording(self, lines: Iterable[str]) -> int:
+        """Read a recording (JSON lines, as the proxy and the contracts write them); the exchanges read."""
+        count = 0
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            exchange = exchange_from_entry(entry, self) if isinstance(entry, Mapping) else None
+            if exchange is not None:
+                self.read(exchange)
+                count += 1
+        return count
 
     # -- what it learned -------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from werkzeug.exceptions import HTTPException
 from .cli import _host, _Parser, _whole
 from .config import load_profile
 from .errors import FieldError, MockError
-from .evidence import Evidence, Exchange, Redactor, format_rows, key_fingerprint, summarise_body
+from .evidence import Evidence, Redactor, exchange_from_entry, format_rows, key_fingerprint, summarise_body
 from .http.answers import failure_body
 
 DEFAULT_UPSTREAM = "https://api.imagepipeline.io"
@@ -363,7 +363,7 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
         started = time.monotonic()
         entry: dict[str, Any] = {"at": round(time.time(), 3), "kind": kind, "request": {
             "method": request.method, "path": path + (f"?{query}" if query else ""),
-            "headers": proxy.redactor.headers(headers),
+            "headers": proxy.redactor.headers(headers), "bytes": len(data or b""),
             "body": summarise_body(data, headers.get("Content-Type", ""), proxy.redactor)}}
         try:
             answer = proxy.call(request.method, url, headers, data, MAX_ANSWER_BYTES)
@@ -380,12 +380,8 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
             return upstream_failed(entry, err, started)
         entry["response"] = {"status": answer.status, "headers": proxy.redactor.headers(dict(answer.headers)),
                              "body": summarise_body(answer.content, answer.content_type, proxy.redactor)}
-        readings = []
-        if kind in ("submit", "status"):
-            request_json = _json(data) if data else None
-            readings = proxy.evidence.read(Exchange(
-                kind=kind, status=answer.status, request=request_json, request_bytes=len(data or b""), body=body,
-                headers={k.lower(): v for k, v in answer.headers}, job_id=job_id, who=key_fingerprint(key)))
+        exchange = exchange_from_entry(entry, proxy.evidence, who=key_fingerprint(key))
+        readings = proxy.evidence.read(exchange) if exchange is not None else []
         content = answer.content
         if proxy.settings.proxy_downloads and isinstance(body, dict) and "download_urls" in body:
             content = json.dumps(proxy.rewrite(body), ensure_ascii=False).encode("utf-8")
@@ -394,7 +390,7 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
     def fetch_download(url: str) -> Response:
         started = time.monotonic()
         entry: dict[str, Any] = {"at": round(time.time(), 3), "kind": "download",
-                                 "request": {"method": "GET", "url": proxy.redactor.text(url)}}
+                                 "request": {"method": "GET", "url": url}}
         try:
             answer = proxy.call("GET", url, {"Accept": request.headers.get("Accept", "*/*")}, None, MAX_IMAGE_BYTES)
             if 300 <= answer.status < 400:
@@ -409,9 +405,8 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
                              "body": summarise_body(answer.content, answer.content_type, proxy.redactor)}
         if image is not None:
             entry["response"]["image"] = image
-        readings = proxy.evidence.read(Exchange(
-            kind="download", status=answer.status, headers={k.lower(): v for k, v in answer.headers},
-            job_id=proxy.evidence.job_of_url(url), url=url, image=image, body=_json(answer.content) if not ok else None))
+        exchange = exchange_from_entry(entry, proxy.evidence)
+        readings = proxy.evidence.read(exchange) if exchange is not None else []
         return finish(entry, readings, answer, answer.content, started)
 
     def finish(entry: dict, readings: list, answer: _Answer, content: bytes, started: float) -> Response:

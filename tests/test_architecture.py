@@ -85,7 +85,7 @@ def test_evidence_is_shared_and_stands_alone():
     path = REPO / "mockserver" / "evidence.py"
     assert not relative_imports(path)
     assert imported_modules(path) <= {"__future__", "hashlib", "json", "math", "threading", "time", "collections",
-                                      "dataclasses", "pathlib", "typing"}
+                                      "dataclasses", "pathlib", "typing", "urllib"}
 
 
 def test_the_proxy_reads_exchanges_only_through_evidence():

@@ -37,7 +37,8 @@ def run_through_proxy(tmp_path, name, upstream_profile=None, proxy_profile=None)
     downloads.mkdir()
     with launch_upstream(tmp_path, upstream_profile, name) as upstream:
         proxy = start(ProxySettings(upstream=upstream.url, report=str(report_file), proxy_downloads=True,
-                                    max_jobs=100, timeout=30, profile=proxy_profile))
+                                    max_jobs=100, timeout=30, profile=proxy_profile,
+                                    record=str(tmp_path / f"{name}.jsonl")))
         try:
             drive(proxy.url, upstream.url, downloads)
             report = proxy.proxy.report()
@@ -78,6 +79,11 @@ def test_a_variant_upstream_drifts_its_row_and_the_learned_profile_removes_the_d
     learned = json.loads(learned_file.read_text())
     expected = leaves(variant.profile)
     assert {path: leaves(learned).get(path) for path in expected} == expected, learned
+    # the recording, read by drift through the same evidence code, learns the same profile
+    from_recording = tmp_path / "learned-from-recording.json"
+    assert contracts_main(["drift", str(baseline[1]), str(tmp_path / "live.jsonl"),
+                           "--profile-out", str(from_recording)]) == 1
+    assert json.loads(from_recording.read_text()) == learned
 
     # a twin started with the learned profile answers as the upstream did: no drift between them
     twin_report, twin = run_through_proxy(tmp_path, "learned-twin", learned)
