@@ -40,6 +40,8 @@ from .config import load_profile
 from .errors import FieldError, MockError
 from .evidence import Evidence, Redactor, exchange_from_entry, format_rows, key_fingerprint, summarise_body
 from .http.answers import failure_body
+from .http.guard import _host_name
+from .webhooks import is_loopback_host
 
 DEFAULT_UPSTREAM = "https://api.imagepipeline.io"
 DEFAULT_PORT = 8090
@@ -136,6 +138,7 @@ class ShadowProxy:
         self.session.trust_env = False   # no proxy variables, no .netrc credentials added to a request
         self.started_at = time.time()
         self.base_url = ""               # the proxy's own URL, set once it is bound (download URLs)
+        self.bound_host = ""             # the address it is bound to (its report's Host may name it)
         self._lock = threading.Lock()
         self.forwarded_submits = 0
         self.refused_submits = 0
@@ -273,6 +276,12 @@ def _failure(field_name: str, rule: str, message: str, status: int, extra: dict 
     return resp
 
 
+def _loopback_origin(origin: str) -> bool:
+    scheme, separator, authority = origin.partition("://")
+    name = _host_name(authority)
+    return scheme.lower() in ("http", "https") and bool(separator) and name is not None and is_loopback_host(name)
+
+
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw.decode("utf-8"))
@@ -317,6 +326,19 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
     def unexpected(exc: Exception):
         log.exception("proxy error")
         return _failure("proxy", "internal", "internal error in the proxy (see its log)", 500)
+
+    @app.before_request
+    def only_this_machine():
+        """A web page open in the user's browser may not use the proxy (a cross-site POST spends the guard's
+        jobs) nor read its report (DNS rebinding): an Origin must be loopback, and the report's Host must be."""
+        origin = request.headers.get("Origin")
+        if origin is not None and not _loopback_origin(origin):
+            return _failure("Origin", "allowed", f"{origin!r} is another site: a web page may not use the proxy", 403)
+        if request.path.startswith("/__proxy__") and not request.path.startswith("/__proxy__/download/"):
+            name = _host_name(request.headers.get("Host", ""))
+            if name is None or not (is_loopback_host(name) or name == proxy.bound_host):
+                return _failure("Host", "allowed", "is not this proxy's address: use a loopback name", 403)
+        return None
 
     @app.route("/sd3_5/v1", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     def submit():
@@ -504,7 +526,7 @@ def start(settings: ProxySettings, *, host: str = "127.0.0.1", port: int = 0, th
     proxy = ShadowProxy(settings)
     app = create_proxy_app(proxy)
     server = make_server(app, host, port, threads, MAX_REQUEST_BYTES)
-    proxy.base_url = server_url(server, host)
+    proxy.base_url, proxy.bound_host = server_url(server, host), host.strip("[]").lower()
     thread = threading.Thread(target=server.run, name="sd35-proxy", daemon=True)
     thread.start()
     return RunningProxy(proxy.base_url, proxy, RunningServer(proxy.base_url, _NoBackend(), app, server, thread))
@@ -599,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"sd35-mock proxy: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
-    proxy.base_url = server_url(server, args.host)
+    proxy.base_url, proxy.bound_host = server_url(server, args.host), args.host.strip("[]").lower()
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:

@@ -93,6 +93,20 @@ def test_an_absolute_url_or_connect_never_leaves_for_another_host(upstream, prox
         assert answer.split(b" ", 2)[1] in (b"404", b"405"), answer[:200]
 
 
+def test_a_web_page_may_neither_use_the_proxy_nor_read_its_report(upstream, proxy_for):
+    proxy = proxy_for(upstream.url, max_jobs=1)
+    before = submits_seen_by(upstream.url)
+    page = requests.post(f"{proxy.url}/sd3_5/v1", data="{}", timeout=10,
+                         headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    assert page.status_code == 403 and page.json()["errors"][0]["field"] == "Origin"
+    rebound = requests.get(f"{proxy.url}/__proxy__/report", headers={"Host": "evil.example"}, timeout=10)
+    assert rebound.status_code == 403 and rebound.json()["errors"][0]["field"] == "Host"
+    assert submits_seen_by(upstream.url) == before and proxy.proxy.forwarded_submits == 0
+    local_app = requests.post(f"{proxy.url}/sd3_5/v1", json=BASE, timeout=10,
+                              headers={**HEADERS, "Origin": "http://localhost:3000"})
+    assert local_app.status_code == 200
+
+
 def test_download_urls_pass_through_the_proxy_and_images_are_checked(upstream, proxy_for, tmp_path):
     proxy = proxy_for(upstream.url, proxy_downloads=True, record=str(tmp_path / "rec.jsonl"))
     job = requests.post(f"{proxy.url}/sd3_5/v1", json=dict(BASE, width=512, height=256), headers=HEADERS,
