@@ -109,3 +109,21 @@ def _full(overlay: dict) -> dict:
     from sd35_twin.mockserver.config import load_profile
 
     return load_profile(overrides=overlay)
+
+
+def test_the_contract_suite_on_the_mock_is_a_baseline_too(tmp_path):
+    """The README's way: ``pytest contracts --contracts-report mock.json`` on the mock, then drift against the
+    proxy's report learns the same profile."""
+    import subprocess
+    import sys
+
+    mock_report = tmp_path / "mock.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "sd35_twin.contracts", "-q", "-p",
+                          "no:cacheprovider", "--ledger-rows", "L15,L16,L23", "--contracts-report", str(mock_report)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:]
+    variant = next(v for v in VARIANTS if v.id == "L23:fastapi")
+    _, live = run_through_proxy(tmp_path, "live", variant.profile)
+    learned = tmp_path / "learned.json"
+    assert contracts_main(["drift", str(mock_report), str(live), "--profile-out", str(learned)]) == 1
+    assert json.loads(learned.read_text()) == variant.profile
