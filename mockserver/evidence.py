@@ -179,7 +179,7 @@ class Exchange:
     url: str | None = None             # a download's original URL
     who: str = ""                      # key_fingerprint() of the request's key
     image: dict | None = None          # a download: {"type", "width", "height", "decodable"}
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.time)     # when it was sent (wall time, as recordings say)
 
 
 @dataclass
@@ -216,15 +216,16 @@ def exchange_from_entry(entry: Mapping, evidence: "Evidence", who: str = "") -> 
     size = req.get("bytes")
     if not isinstance(size, int):
         size = sent.get("truncated_from", 0) if _is_summary(sent) else len(json.dumps(sent)) if sent is not None else 0
+    at = entry["at"] if isinstance(entry.get("at"), (int, float)) else time.time()
     job = evidence.job_of_url(url) if method == "GET" else None
     if entry.get("kind") == "download" or job is not None:
         return Exchange("download", status, headers=headers, job_id=job, url=url, image=resp.get("image"),
-                        body=answer if not 200 <= status < 300 else None, who=who)
+                        body=answer if not 200 <= status < 300 else None, who=who, at=at)
     if method == "POST" and path.endswith(SUBMIT_PATH):
         return Exchange("submit", status, request=request_json, request_bytes=size, body=answer, headers=headers,
-                        who=who)
+                        who=who, at=at)
     if method == "GET" and STATUS_PREFIX in path:
-        return Exchange("status", status, body=answer, headers=headers, who=who,
+        return Exchange("status", status, body=answer, headers=headers, who=who, at=at,
                         job_id=unquote(path.rsplit("/", 1)[-1]))
     return None
 
@@ -350,7 +351,7 @@ class JobTrace:
     polls: int = 0
     ended_at: float | None = None
     end_state: str | None = None
-    served: set = field(default_factory=set)          # URLs that served an image
+    served: dict = field(default_factory=dict)         # URL -> when it last served an image
 
 
 # --- the tallies (counted, not kept whole) -------------------------------------------------------------------
@@ -594,11 +595,15 @@ class Evidence:
         if not ok:
             if ex.url in job.served:
                 out += self._codes(ex, "image_expired")
+                if job.ended_at is not None:   # the URL's life, as far as it was seen: between these two ages
+                    for reading in out:
+                        reading.value = {"http_status": ex.status, "lifetime_s_between": [
+                            round(job.served[ex.url] - job.ended_at, 3), round(ex.at - job.ended_at, 3)]}
             elif job.last_state == "PENDING":
                 out += self._codes(ex, "image_not_ready")
             return out
         if ex.url:
-            job.served.add(ex.url)
+            job.served[ex.url] = ex.at
         ctype = str(ex.headers.get("content-type", "")).split(";")[0].strip().lower()
         fmt = IMAGE_TYPES.get(ctype, ctype or "none")
         which = "direct_link_format" if job.request.get("direct_link") is True else "opaque_format"

@@ -49,12 +49,12 @@ DEFAULT_MAX_JOBS = 20          # submits forwarded at most: a handful of real jo
 DEFAULT_TIMEOUT = 120.0        # seconds an upstream answer may take in all (a live submit can be slow)
 MAX_REQUEST_BYTES = 4 * 1024 * 1024     # what the proxy takes from the app (the API refuses over 1 MiB: L26)
 MAX_ANSWER_BYTES = 1024 * 1024          # a JSON answer of the API is a few hundred bytes
-MAX_IMAGE_BYTES = 32 * 1024 * 1024      # a 1536x1536 PNG is well under this
+MAX_IMAGE_BYTES = 16 * 1024 * 1024      # a 1536x1536 PNG is well under this
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_TOKENS = 40_000                     # download URLs remembered for --proxy-downloads
 DRIFT_HEADER = "X-Sd35-Drift"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length", "content-encoding", "accept-encoding"}
+              "transfer-encoding", "upgrade", "host", "content-length", "content-encoding", "accept-encoding", "expect"}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 NAME_PATTERN = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -161,6 +161,7 @@ class ShadowProxy:
         """One upstream request: no redirect followed, at most ``limit`` bytes, ``timeout`` seconds in all."""
         timeout = self.settings.timeout
         deadline = time.monotonic() + timeout
+        headers = {**headers, "Accept-Encoding": "identity"}   # the body's bytes as the upstream wrote them
         try:
             resp = self.session.request(method, url, headers=headers, data=data, allow_redirects=False, stream=True,
                                         timeout=(min(10.0, timeout), timeout))
@@ -324,7 +325,7 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        log.exception("proxy error")
+        log.error("proxy error: %s", proxy.redactor.text(f"{type(exc).__name__}: {exc}"))   # no traceback, no key
         return _failure("proxy", "internal", "internal error in the proxy (see its log)", 500)
 
     @app.before_request

@@ -107,3 +107,15 @@ def test_any_answer_is_read_without_an_error(kind, status, body, request, header
     json.dumps(ev.summary())
     json.dumps(ev.contracts_report({"kind": "proxy"}))
     json.dumps(ev.learned())
+
+
+def test_a_url_that_served_and_later_is_refused_reads_as_expired_with_its_seen_lifetime():
+    ev = Evidence()
+    ev.read(submit(200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]}, at=100.0))
+    image = {"type": "jpeg", "width": 1024, "height": 1024, "decodable": True}
+    ev.read(Exchange("download", 200, headers={"content-type": "image/jpeg"}, job_id="j", url="u", image=image,
+                     at=160.0))
+    (expired,) = ev.read(Exchange("download", 410, body={"error": "gone"}, job_id="j", url="u", at=3700.0))
+    assert (expired.row, expired.held) == ("L22", False)
+    assert expired.value == {"http_status": 410, "lifetime_s_between": [60.0, 3600.0]}
+    assert ev.learned() == {"http_status": {"image_expired": 410}}
