@@ -255,6 +255,8 @@ def classify_failure(ex: Exchange) -> str | None:
     if any(r in ("rate_limit", "max_pending") for _, r in rules) or "retry-after" in ex.headers \
             or "rate limit" in text or "too many requests" in text:
         return "rate_limited"
+    if ex.status >= 500:     # a server's own trouble (or a gateway's) says nothing of the request's rows
+        return None
     if any(r == "credits" for _, r in rules) or "credit" in text:
         return "no_credits"
     if any(f == "API-Key" for f, _ in rules) or any(w in text for w in ("api-key", "api key", "apikey",
@@ -284,6 +286,8 @@ def status_kind(ex: Exchange, known_job: bool) -> str | None:
             return "success"
         if state == "FAILURE" and (known_job or "id" in ex.body):
             return "job_failure"
+        if state == "FAILURE" and ex.kind == "submit":   # a refusal answered with a 2xx: its kind, at that code
+            return classify_failure(ex)
     if ex.kind == "status" and known_job and state == "FAILURE" and ex.status not in (401, 403, 429) \
             and ex.status < 500 and not _error_rules(ex.body):
         return "job_failure"

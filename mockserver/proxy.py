@@ -228,8 +228,13 @@ class ShadowProxy:
     # -- recording and evidence ------------------------------------------------------------------
 
     def record(self, entry: dict) -> None:
+        """Append to the recording; a failed write (a full disk) is logged, and the app still gets its answer:
+        the upstream has answered, maybe created a job, and the app must know."""
         if self.recording is not None:
-            self.recording.write(entry)
+            try:
+                self.recording.write(entry)
+            except (OSError, ValueError) as exc:
+                log.error("recording to %s failed: %s", self.recording.path, type(exc).__name__)
 
     def report(self) -> dict:
         summary = self.evidence.summary()
@@ -626,6 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
+        if not is_loopback_host(args.host):
+            print(f"sd35-mock proxy: warning: --host {args.host} can be reached from other machines: anyone who "
+                  f"reaches the proxy can send the API requests with their own key and use up --max-jobs",
+                  file=sys.stderr, flush=True)
         print(f"sd35-mock proxy listening on {proxy.base_url} (upstream {proxy.upstream}, at most "
               f"{args.max_jobs} submits)", flush=True)
         server.run()

@@ -119,3 +119,12 @@ def test_a_url_that_served_and_later_is_refused_reads_as_expired_with_its_seen_l
     assert (expired.row, expired.held) == ("L22", False)
     assert expired.value == {"http_status": 410, "lifetime_s_between": [60.0, 3600.0]}
     assert ev.learned() == {"http_status": {"image_expired": 410}}
+
+
+def test_a_refusal_answered_200_drifts_l15_and_a_server_error_says_nothing():
+    ev = Evidence()
+    readings = ev.read(submit(200, {"status": "FAILURE", "error": "samples must be at most 2"}, {"samples": 3}))
+    assert [r.text for r in readings if r.row == "L15"] == ["L15: invalid answered HTTP 200, the profile assumes 400"]
+    assert ev.learned(["L15"]) == {"http_status": {"invalid": 200}}
+    other = Evidence()
+    assert [r for r in other.read(submit(500, {"status": "FAILURE", "error": "prompt service down"})) if r.row == "L15"] == []
