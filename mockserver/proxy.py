@@ -28,10 +28,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -173,7 +174,7 @@ class ShadowProxy:
             chunks, size = [], 0
             seen = {"status": resp.status_code, "headers": dict(resp.headers)}
             try:
-                for chunk in resp.iter_content(64 * 1024):
+                for chunk in _chunks(resp.raw):
                     size += len(chunk)
                     if size > limit:
                         raise UpstreamError(502, "maxLength", f"answered more than {limit} bytes",
@@ -182,7 +183,7 @@ class ShadowProxy:
                     if time.monotonic() > deadline:
                         raise UpstreamError(504, "timeout", f"did not finish its answer within {timeout:g} s",
                                             {**seen, "body": b"".join(chunks)[:4096]})
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 timed_out = "timed out" in str(exc).lower() or time.monotonic() > deadline
                 raise UpstreamError(504 if timed_out else 502, "timeout" if timed_out else "complete",
                                     f"did not finish its answer within {timeout:g} s" if timed_out
@@ -264,6 +265,18 @@ class ShadowProxy:
         self.session.close()
         if self.recording is not None:
             self.recording.close()
+
+
+def _chunks(raw) -> Iterator[bytes]:
+    """An answer's body as it arrives: each read returns what one socket read gave (``read1``), so the deadline
+    is checked between reads even against an upstream that trickles a byte at a time (``iter_content`` would
+    wait for a whole chunk, and a trickle restarts the read timeout with every byte)."""
+    read1 = getattr(raw, "read1", None)
+    while True:
+        chunk = read1(64 * 1024, decode_content=True) if read1 is not None else raw.read(1024, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _reason(exc: BaseException) -> str:

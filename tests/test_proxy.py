@@ -151,6 +151,20 @@ class Hostile:
                 if mode == "hang":
                     hostile.release.wait(30)
                     return
+                if mode == "trickle":      # a byte every 50 ms: each read is quick, the whole never ends
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    for _ in range(400):
+                        if hostile.release.wait(0.05):
+                            return
+                        try:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                    return
                 if mode == "reset":
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                     self.close_connection = True
@@ -196,6 +210,7 @@ def hostile():
 @pytest.mark.parametrize("mode, status, rule, recorded", [
     ("html502", 502, "json", "502 Bad Gateway"),
     ("hang", 504, "timeout", None),
+    ("trickle", 504, "timeout", None),
     ("reset", 502, "reachable", None),
     ("big", 502, "maxLength", None),
     ("badjson", 502, "json", '{"status": "PENDING", "id": '),
