@@ -56,7 +56,7 @@ MAX_TOKENS = 40_000                     # download URLs remembered for --proxy-d
 DRIFT_HEADER = "X-Sd35-Drift"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length", "content-encoding", "accept-encoding", "expect"}
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._:-]{1,200}$")   # not "." or "..": a URL library would resolve them
 NAME_PATTERN = re.compile(r"[^A-Za-z0-9._-]")
 
 log = logging.getLogger("sd35_twin.proxy")
@@ -369,7 +369,7 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
     @app.route("/sd3_5/v1/status/<job_id>", methods=["GET", "HEAD"])
     def status(job_id: str):
         if not ID_PATTERN.match(job_id):
-            return _failure("id", "pattern", "is not a job id this proxy forwards (letters, digits, . _ : -)", 404)
+            return _failure("id", "pattern", "is not a job id this proxy forwards (letters, digits, . _ : -, not dots alone)", 404)
         return forward("status", f"/sd3_5/v1/status/{quote(job_id, safe='')}", job_id=job_id)
 
     @app.route("/__proxy__/download/<token>/<name>", methods=["GET"])

@@ -14,8 +14,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import re
+
 import pytest
 import requests
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from sd35_twin.mockserver.proxy import DEFAULT_MAX_JOBS, DRIFT_HEADER, ProxySettings, start
 from sd35_twin.mockserver.testing import MockControl
@@ -133,6 +137,7 @@ class Hostile:
 
     def __init__(self):
         self.mode = "ok"
+        self.paths: list[str] = []          # every path that reached this upstream
         self.release = threading.Event()
         hostile = self
 
@@ -147,6 +152,7 @@ class Hostile:
                 self.answer()
 
             def answer(self):
+                hostile.paths.append(self.path)
                 mode = hostile.mode
                 if mode == "hang":
                     hostile.release.wait(30)
@@ -234,6 +240,35 @@ def test_a_hostile_upstream_is_a_failure_naming_upstream_and_the_proxy_keeps_ser
     again = requests.post(f"{proxy.url}/sd3_5/v1", json=BASE, headers=HEADERS, timeout=10)
     assert again.status_code == 200 and again.json() == {"status": "PENDING", "id": "h1"}
     assert requests.get(f"{proxy.url}/__proxy__/report", timeout=10).status_code == 200
+
+
+_SEGMENTS = st.sampled_from(["sd3_5", "v1", "status", "..", ".", "%2F", "%2e%2e", "abc", "", "__proxy__", "__mock__",
+                             "http:", "evil.invalid", "?x=1", "#f", "%00", "download"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"]),
+       segments=st.lists(_SEGMENTS, max_size=6))
+@example(method="GET", segments=["sd3_5", "v1", "status", ".."])
+@example(method="GET", segments=["sd3_5", "v1", "status", "%2e%2e"])
+@example(method="GET", segments=["sd3_5", "v1", "status", "."])
+@example(method="GET", segments=["sd3_5", "v1", "status", "%2F", "__mock__"])
+def test_no_path_but_the_api_s_two_ever_reaches_the_upstream(hostile, proxy_for, method, segments):
+    if not hasattr(hostile, "proxy"):
+        hostile.proxy = proxy_for(hostile.url, max_jobs=10_000)
+    hostile.paths.clear()
+    path = "/" + "/".join(segments)
+    with socket.create_connection(("127.0.0.1", int(hostile.proxy.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 ")
+    for reached in hostile.paths:
+        assert reached == "/sd3_5/v1" or re.fullmatch(r"/sd3_5/v1/status/[A-Za-z0-9._:%-]+(\?.*)?", reached) \
+            or re.fullmatch(r"/sd3_5/v1\?.*", reached), (path, reached)
+        assert ".." not in reached.split("?")[0].split("/"), (path, reached)
 
 
 def test_an_unreachable_upstream_is_a_502_naming_upstream(proxy_for):
