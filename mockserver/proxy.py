@@ -361,6 +361,7 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
 
     @app.route("/sd3_5/v1", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     def submit():
+        request.get_data()   # read (and size-checked: 413) before the guard counts it as forwarded
         if request.method == "POST" and not proxy.take_submit():
             return _failure("--max-jobs", "spend", f"the proxy's spend guard: {proxy.settings.max_jobs} submits were "
                             f"forwarded already (sd35-mock proxy --max-jobs); this one did not reach the upstream", 402)
@@ -397,7 +398,7 @@ def create_proxy_app(proxy: ShadowProxy) -> Flask:
     def forward(kind: str, path: str, job_id: str | None = None) -> Response:
         key = request.headers.get("API-Key")
         proxy.redactor.add(key)
-        data = request.get_data(cache=False) if request.method not in ("GET", "HEAD") else None
+        data = request.get_data() if request.method not in ("GET", "HEAD") else None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         query = request.query_string.decode("latin-1")
         url = proxy.upstream + path + (f"?{query}" if query else "")

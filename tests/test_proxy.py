@@ -299,6 +299,14 @@ def test_the_spend_guard_forwards_exactly_n_submits_even_at_once(upstream, proxy
     assert DEFAULT_MAX_JOBS == 20
 
 
+def test_a_body_the_proxy_refuses_spends_no_job_of_the_guard(upstream, proxy_for):
+    proxy = proxy_for(upstream.url, max_jobs=1)
+    huge = requests.post(f"{proxy.url}/sd3_5/v1", data=b"x" * (5 * 1024 * 1024), headers=HEADERS, timeout=30)
+    assert huge.status_code == 413 and huge.json()["errors"][0]["field"] == "body"
+    assert requests.post(f"{proxy.url}/sd3_5/v1", json=BASE, headers=HEADERS, timeout=10).status_code == 200
+    assert proxy.proxy.forwarded_submits == 1
+
+
 def test_strict_names_the_drifted_rows_in_a_header(tmp_path, proxy_for):
     with launch_upstream(tmp_path, {"http_status": {"submit_pending": 202}}) as up:
         strict = proxy_for(up.url, strict=True)
