@@ -3,75 +3,26 @@ API key removed, so an answer observed on the live API can be turned into a prof
 
     {"test": "contracts/test_options.py::test_batch_id_is_echoed", "at": 1717000000.1,
      "request": {"method": "POST", "url": "...", "headers": {"API-Key": "[REDACTED]", ...}, "body": ...},
-     "response": {"status": 200, "headers": {...}, "body": {...}}, "elapsed_ms": 12.3}
+     "response": {"status": 200, "headers": {...}, "body": {...}}, "elapsed_ms": 12.3,
+     "readings": [{"row": "L15", "held": true, "text": "L15: submit_pending answered HTTP 200"}, ...]}
 
 Bodies are JSON when they parse, else text; images are summarised (type, size, sha256), never stored.
+Redaction, body summaries and the readings (what each exchange says about the ledger's rows, against the
+default profile) are ``sd35_twin.mockserver.evidence``'s: the same code the shadow proxy records and reads with.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-REDACTED = "[REDACTED]"
-SECRET_HEADERS = {"api-key", "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
-MAX_TEXT = 20_000
+from sd35_twin.mockserver.evidence import (REDACTED, Evidence, Redactor, exchange_from_entry, key_fingerprint,
+                                           summarise_body)
 
 __all__ = ["Recorder", "Redactor", "REDACTED"]
-
-
-class Redactor:
-    """Removes secrets: the values of secret headers, and any occurrence of a known key anywhere."""
-
-    def __init__(self, secrets: Iterable[str | None] = ()):
-        # longest first, so a key containing another is removed whole
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 1}, key=len, reverse=True)
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-
-    def headers(self, headers: Any) -> dict[str, str]:
-        out = {}
-        for name, value in dict(headers or {}).items():
-            value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            out[str(name)] = REDACTED if str(name).lower() in SECRET_HEADERS else self.text(value)
-        return out
-
-    def value(self, value: Any) -> Any:
-        """A JSON value with every string redacted (keys too)."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, list):
-            return [self.value(v) for v in value]
-        if isinstance(value, dict):
-            return {self.text(str(k)): self.value(v) for k, v in value.items()}
-        return value
-
-
-def _body(raw: bytes | str | None, content_type: str, redactor: Redactor) -> Any:
-    if raw is None or raw == b"" or raw == "":
-        return None
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "replace")
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype.startswith("image/") or (b"\x00" in raw[:512] and not ctype.endswith("json")):
-        return {"_binary": ctype or "application/octet-stream", "bytes": len(raw),
-                "sha256": hashlib.sha256(raw).hexdigest()}
-    text = raw.decode("utf-8", "replace")
-    if len(text) > MAX_TEXT:  # e.g. the oversized body of the size-cap contract
-        return {"_text": redactor.text(text[:MAX_TEXT]), "truncated_from": len(text)}
-    try:
-        return redactor.value(json.loads(text))
-    except (ValueError, RecursionError):
-        return redactor.text(text)
-
 
 class Recorder:
     """Appends redacted exchanges to a JSONL file; safe to call from several threads."""
@@ -80,6 +31,7 @@ class Recorder:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.redactor = Redactor(secrets)
+        self.evidence = Evidence()   # the default profile: each line says which rows its exchange held or drifted
         self._lock = threading.Lock()
         self.count = 0
 
@@ -95,15 +47,20 @@ class Recorder:
                 "method": prepared.method,
                 "url": r.text(prepared.url or ""),
                 "headers": r.headers(prepared.headers),
-                "body": _body(request_body, prepared.headers.get("Content-Type", ""), r),
+                "bytes": len(request_body or b""),
+                "body": summarise_body(request_body, prepared.headers.get("Content-Type", ""), r),
             },
         }
         if response is not None:
             entry["response"] = {
                 "status": response.status_code,
                 "headers": r.headers(response.headers),
-                "body": _body(response.content, response.headers.get("Content-Type", ""), r),
+                "body": summarise_body(response.content, response.headers.get("Content-Type", ""), r),
             }
+            exchange = exchange_from_entry(entry, self.evidence, who=key_fingerprint(prepared.headers.get("API-Key")))
+            if exchange is not None:
+                entry["readings"] = [{"row": x.row, "held": x.held, "text": x.text}
+                                     for x in self.evidence.read(exchange)]
         if error is not None:
             entry["error"] = r.text(f"{type(error).__name__}: {error}")[:2000]
         if elapsed_ms is not None:

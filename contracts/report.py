@@ -174,10 +174,28 @@ def _clip(text: str) -> str:
 
 
 def load_report(path: str | Path) -> dict:
-    data = json.loads(Path(path).read_text("utf-8"))
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a contracts report (schema {SCHEMA!r} expected)")
-    return data
+    """A report; or a recording (JSON lines from ``sd35-mock proxy --record`` or the suite's ``--record``), read
+    into a report by ``sd35_twin.mockserver.evidence``, the code the proxy reads its exchanges with."""
+    text = Path(path).read_text("utf-8")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("schema") == SCHEMA:
+        return data
+    if (data is None or (isinstance(data, dict) and "request" in data)) and text.lstrip().startswith("{"):
+        return report_from_recording(text.splitlines(), str(path))
+    raise ValueError(f"{path}: not a contracts report (schema {SCHEMA!r} expected) nor a recording (JSON lines)")
+
+
+def report_from_recording(lines: Iterable[str], name: str) -> dict:
+    """What a recording's exchanges say about the ledger's rows, against the twin's default profile."""
+    from sd35_twin.mockserver.evidence import Evidence
+
+    evidence = Evidence()
+    if not evidence.read_recording(lines):
+        raise ValueError(f"{name}: a recording with no exchange of the API in it")
+    return evidence.contracts_report({"kind": "recording", "base_url": name})
 
 
 # --- the table ----------------------------------------------------------------------------------

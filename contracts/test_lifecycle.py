@@ -17,6 +17,7 @@ import pytest
 from sd35_twin.client import JobFailedError, NotFoundError
 
 from sd35_twin.contracts.support import CHEAPEST, SUBMIT_PATH, as_request, describe
+from sd35_twin.mockserver.evidence import Exchange, status_kind
 
 shared_basic = pytest.mark.billable(shared="basic", priority=0)
 
@@ -120,12 +121,13 @@ def test_pending_and_success_answer_200(contract, basic_job):
     for step, status in basic_job.answers:
         codes.setdefault(status.status.value, set()).add(step.http_status)
     seen = {k: sorted(v) for k, v in codes.items()}
-    # the profile names the submit's PENDING apart from a poll's: one hint per answer that was seen
+    # the profile names the submit's PENDING apart from a poll's: one hint per answer that was seen, each answer
+    # read as the shadow proxy reads it (sd35_twin.mockserver.evidence)
     kinds: dict[str, set[int]] = {}
     for step, status in basic_job.answers:
-        kind = {"PENDING": "submit_pending" if step is basic_job.submit else "poll_pending",
-                "SUCCESS": "success", "FAILURE": "job_failure"}.get(status.status.value)
-        if kind:
+        kind = status_kind(Exchange("submit" if step is basic_job.submit else "status", step.http_status,
+                                    body=dict(status.raw)), known_job=True)
+        if kind in ("submit_pending", "poll_pending", "success", "job_failure"):
             kinds.setdefault(kind, set()).add(step.http_status)
     hint = {"http_status": {k: min(v) for k, v in kinds.items() if len(v) == 1}}
     contract.observe("L15", {"job_http_status": seen}, profile=hint)

@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["matrix"]:  # sd35-mock matrix -- COMMAND: run an app against every variant (matrix.py)
         from .matrix import main as matrix_main
         return matrix_main(argv[1:])
+    if argv[:1] == ["proxy"]:  # sd35-mock proxy --upstream URL: check an app's live calls (proxy.py)
+        from .proxy import main as proxy_main
+        return proxy_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -74,8 +74,23 @@ def imported_names(path: Path) -> set[str]:
 def test_contracts_reach_the_mock_only_to_start_it(path):
     """Contracts talk to every target through the client; only the plugin may start the embedded mock."""
     mock_imports = {name for name in imported_names(path) if name.split(".")[0] == "mockserver"}
-    allowed = {"mockserver.testing"} | ({"mockserver.config", "mockserver.server"} if path.name == "plugin.py" else set())
+    allowed = {"mockserver.testing", "mockserver.evidence"} | (
+        {"mockserver.config", "mockserver.server"} if path.name == "plugin.py" else set())
     assert mock_imports <= allowed
+
+
+def test_evidence_is_shared_and_stands_alone():
+    """How an exchange is read for a row lives in ``mockserver.evidence``, read by the proxy and by the contracts:
+    standard library only, so the contracts can import it without the mock's internals."""
+    path = REPO / "mockserver" / "evidence.py"
+    assert not relative_imports(path)
+    assert imported_modules(path) <= {"__future__", "hashlib", "json", "math", "threading", "time", "collections",
+                                      "dataclasses", "pathlib", "typing", "urllib"}
+
+
+def test_the_proxy_reads_exchanges_only_through_evidence():
+    """The proxy is a serving module: the HTTP layer's bodies, the config, the shared evidence; no backend."""
+    assert not relative_imports(REPO / "mockserver" / "proxy.py") & {"backend", "jobs", "validation", "testing"}
 
 
 def test_testing_helpers_speak_only_http():

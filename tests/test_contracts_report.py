@@ -11,6 +11,7 @@ import requests
 from sd35_twin.contracts import report as rp
 from sd35_twin.contracts.__main__ import main as contracts_main
 from sd35_twin.contracts.recording import REDACTED, Recorder, Redactor
+from sd35_twin.contracts.report import load_report
 from sd35_twin.contracts.targets import (
     CAP_REASON, BudgetExhausted, ContractSession, ContractsError, JobBudget, Target, TargetError, probe_control,
     resolve_target,
@@ -213,6 +214,36 @@ def test_recorder_writes_redacted_json_lines(tmp_path):
     assert lines[1]["response"]["body"]["_binary"] == "image/png" and lines[1]["response"]["body"]["bytes"] == 108
     assert lines[2]["error"].startswith("ConnectionError") and "response" not in lines[2]
     assert rec.count == 3
+
+
+def test_recorded_exchanges_carry_their_readings_from_the_shared_evidence(tmp_path):
+    """The suite's recorder reads each exchange with ``mockserver.evidence`` (the proxy's code): a PENDING answered
+    202 is a drift of L15, and the recording, read back by ``load_report``, says the same."""
+    rec = Recorder(tmp_path / "rec.jsonl", secrets=["k-1"])
+    prepared = requests.Request("POST", "http://h.test/sd3_5/v1", headers={"API-Key": "k-1"},
+                                json={"prompt": "x", "negative_prompt": "", "num_inference_steps": 1, "samples": 1,
+                                      "guidance_scale": 0}).prepare()
+    resp = requests.Response()
+    resp.status_code, resp._content = 202, b'{"status": "PENDING", "id": "j1"}'
+    resp.headers["Content-Type"] = "application/json"
+    entry = rec.exchange(prepared, resp, test="t::a")
+    l15 = [r for r in entry["readings"] if r["row"] == "L15"]
+    assert l15 == [{"row": "L15", "held": False, "text": "L15: submit_pending answered HTTP 202, the profile assumes 200"}]
+    assert all(r["held"] for r in entry["readings"] if r["row"] != "L15")
+    report = load_report(tmp_path / "rec.jsonl")
+    assert report["schema"] == "sd35-contracts-report/1" and report["target"]["kind"] == "recording"
+    rows = {r["id"]: r for r in report["rows"]}
+    assert rows["L15"]["result"] == "failed" and rows["L15"]["observed"][0]["profile"] == {
+        "http_status": {"submit_pending": 202}}
+    assert rows["L05"]["result"] == "held" and rows["L22"]["result"] == "not_checked"
+
+
+def test_a_file_that_is_neither_report_nor_recording_is_refused(tmp_path):
+    for text in ("[1, 2]", "{}", '{"request": {}}\n'):
+        path = tmp_path / "x.json"
+        path.write_text(text)
+        with pytest.raises(ValueError, match="not a contracts report|no exchange"):
+            load_report(path)
 
 
 # -- the budget ----------------------------------------------------------------------------------
