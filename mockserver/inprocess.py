@@ -154,6 +154,16 @@ class _Answer:
         self.received += len(chunk)
         return chunk
 
+    def read_all(self) -> tuple[bytes, bool]:
+        """The whole body as a socket would deliver it, and whether the connection was reset on the way."""
+        chunks = []
+        try:
+            while chunk := self.next_chunk():
+                chunks.append(chunk)
+        except ConnectionResetError:
+            return b"".join(chunks), True
+        return b"".join(chunks), False
+
     @property
     def cut_short(self) -> bool:
         return self.declared is not None and self.received < self.declared
@@ -170,17 +180,24 @@ class _Answer:
 class _AnswerReader(io.RawIOBase):
     """An ``_Answer``'s body as the file object under urllib3's ``HTTPResponse``: urllib3 then raises its own
     errors (IncompleteRead, a reset as ProtocolError) and requests its own (ChunkedEncodingError), as on a
-    socket."""
+    socket. ``read``: bytes already read from it (``reset``: and then the connection was reset)."""
 
-    def __init__(self, answer: _Answer):
+    def __init__(self, answer: _Answer, read: bytes | None = None, reset: bool = False):
         self.answer = answer
-        self._pending = b""
+        self._pending = read or b""
+        self._replay = read is not None
+        self._reset = reset
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         if not self._pending:
+            if self._replay:  # the body was read already: its end, or its reset
+                if self._reset:
+                    self._reset = False
+                    raise ConnectionResetError(104, "Connection reset by peer (sd35 twin fault)")
+                return 0
             self._pending = self.answer.next_chunk()
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
@@ -212,7 +229,7 @@ def _request_body(body) -> bytes:
 
 
 def answer_requests(twin: InProcessTwin, adapter: BaseAdapter, request: requests.PreparedRequest,
-                    timeout=None) -> requests.Response:
+                    timeout=None, stream: bool = False) -> requests.Response:
     """One ``requests`` call answered by ``twin``: a ``requests.Response`` built by ``HTTPAdapter.build_response``
     over a urllib3 ``HTTPResponse``, as on the wire."""
     started = time.monotonic()
@@ -225,11 +242,22 @@ def answer_requests(twin: InProcessTwin, adapter: BaseAdapter, request: requests
     if limit is not None and time.monotonic() - started > limit:
         answer.close()
         raise requests.ReadTimeout(f"sd35 twin: no answer within the read timeout ({limit} s)", request=request)
-    raw = HTTPResponse(body=_AnswerReader(answer), headers=answer.headers, status=answer.status,
+    read = reset = None
+    if not stream:  # requests reads it all anyway: read it here once, and hand a whole body over as is
+        read, reset = answer.read_all()
+    raw = HTTPResponse(body=_AnswerReader(answer, read, reset), headers=answer.headers, status=answer.status,
                        reason=answer.reason, preload_content=False, decode_content=False,
                        request_method=request.method, request_url=request.url, enforce_content_length=True)
     builder = adapter if isinstance(adapter, HTTPAdapter) else _BUILDER
-    return builder.build_response(request, raw)
+    response = builder.build_response(request, raw)
+    if read is not None and not reset and not answer.cut_short and not _encoded(answer.headers):
+        response._content, response._content_consumed = read, True  # nothing left for urllib3 to say
+    return response
+
+
+def _encoded(headers) -> bool:
+    """A Content-Encoding to undo: left to urllib3, as on the wire."""
+    return any(name.lower() == "content-encoding" for name, _ in headers)
 
 
 _BUILDER = HTTPAdapter()  # only its build_response: the same Response an HTTP call gets
@@ -243,7 +271,7 @@ class _TwinAdapter(BaseAdapter):
         self.twin = twin
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        return answer_requests(self.twin, self, request, timeout)
+        return answer_requests(self.twin, self, request, timeout, stream)
 
     def close(self) -> None:
         pass
@@ -347,8 +375,9 @@ def _refusal(method: str, url: str) -> str:
 def _patched_requests_send(adapter, request, *args, **kwargs):
     twin = _INTERCEPTOR.twin_for(request.url)
     if twin is not None:
+        stream = kwargs.get("stream", args[0] if args else False)
         timeout = kwargs.get("timeout", args[1] if len(args) > 1 else None)
-        return answer_requests(twin, adapter, request, timeout)
+        return answer_requests(twin, adapter, request, timeout, stream)
     if _INTERCEPTOR.blocked():
         raise requests.ConnectionError(_refusal(request.method, request.url), request=request)
     return _INTERCEPTOR.originals["requests"](adapter, request, *args, **kwargs)

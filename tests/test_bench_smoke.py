@@ -163,8 +163,13 @@ def test_ours_runs_one_process_with_pending_polls():
     assert full.concurrencies == [1, 32] and full.mock_thread_variants == [] and 32 in full.variant_concurrencies
 
 
+# What bench/ may import of ours: the launcher, and (bench/inprocess.py) the in-process twin and the client, as a user.
+PUBLIC = {"sd35_twin.mockserver.testing", "sd35_twin.mockserver.inprocess", "sd35_twin.client"}
+
+
 def test_bench_reaches_the_mock_only_through_its_public_launcher():
-    """bench/ starts our mock with mockserver.testing.launch, like tests and contracts; no other internals."""
+    """bench/ starts our mock with mockserver.testing.launch, like tests and contracts (or, bench/inprocess.py,
+    in-process with mock_sd35, as a user would); no other internals."""
     for path in sorted(BENCH_DIR.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -172,7 +177,7 @@ def test_bench_reaches_the_mock_only_through_its_public_launcher():
                      else [])
             for name in names:
                 if name.split(".")[0] in ("mockserver", "sd35_twin"):
-                    assert name == "sd35_twin.mockserver.testing", f"{path.name} imports {name}"
+                    assert name in PUBLIC, f"{path.name} imports {name}"
         assert "subprocess.Popen" not in path.read_text() or path.name == "procs.py", path.name
 
 

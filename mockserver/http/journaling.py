@@ -22,21 +22,31 @@ def header_pairs(environ: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def answer_fields(req, body: bytes, response, kind: str | None) -> dict:
+def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dict:
     """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
     (a status path's, or the ``id`` a submit's JSON answer carried), a submit's ``batch_id`` and the answer's
-    ``Retry-After``."""
+    ``Retry-After``. ``ctx`` (flask's ``g``): what the submit route already parsed (``submitted``, ``job_id``),
+    read rather than parsed again; the body and the answer are parsed only where the route did not get that far."""
     fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
     if kind == "status":
         fields["job_id"] = (req.view_args or {}).get("job_id")
     elif kind == "submit":
-        try:
-            submitted = json.loads(body) if body else None
-        except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
-            submitted = None
+        ctx = ctx if ctx is not None else {}
+        submitted = ctx.get("submitted", _UNREAD)
+        if submitted is _UNREAD:
+            try:
+                submitted = json.loads(body) if body else None
+            except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
+                submitted = None
         if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
             fields["batch_id"] = submitted["batch_id"]
-        answer = response.get_json(silent=True) if response.is_json and not response.direct_passthrough else None
-        if isinstance(answer, dict) and isinstance(answer.get("id"), str):
-            fields["job_id"] = answer["id"]
+        job_id = ctx.get("job_id") if not ctx.get("fault") else None  # a fault may have replaced the answer
+        if job_id is None:
+            answer = response.get_json(silent=True) if response.is_json and not response.direct_passthrough else None
+            job_id = answer.get("id") if isinstance(answer, dict) else None
+        if isinstance(job_id, str):
+            fields["job_id"] = job_id
     return fields
+
+
+_UNREAD = object()
