@@ -4,8 +4,9 @@ keep-alive HTTP, both with ``--pending-polls 2``; rounds taking turns, the best 
 the same run. ``--profile`` prints cProfile's top entries of submits and status reads through the app alone (our code
 and Flask under it, with no client library and no socket): the profile the hot path is measured by. ``--overhead``: microseconds per submit and per
 status read of our app against a bare Flask app on the same two routes, both called in-process alike.
+``--seams``: a submit and a status read through our seam, a ``responses`` callback and Flask's test client.
 
-    nice -n 10 python -m bench.inprocess [--jobs 300] [--rounds 5] [--profile | --overhead]
+    nice -n 10 python -m bench.inprocess [--jobs 300] [--rounds 5] [--profile | --overhead | --seams]
 """
 
 from __future__ import annotations
@@ -111,6 +112,55 @@ def _bare_answer(app, twin, method, url, headers, body):
         twin.app = real
 
 
+def seams(count: int, rounds: int) -> dict:
+    """CPU milliseconds of one submit and one status read through each seam into the same twin: ours (the
+    patched ``HTTPAdapter.send``), a ``responses`` callback (how moto reaches its backends), and Flask's test
+    client (no client library at all: the floor)."""
+    import re
+
+    import requests
+    import responses
+
+    body_headers = {"API-Key": "bench-key"}
+
+    def pair(post, get) -> None:
+        job = post("/sd3_5/v1")
+        get(f"/sd3_5/v1/status/{job['id']}")
+
+    def best_ms(post, get) -> float:
+        for _ in range(20):
+            pair(post, get)
+        times = []
+        for _ in range(rounds):
+            started = time.process_time()
+            for _ in range(count):
+                pair(post, get)
+            times.append((time.process_time() - started) / count * 1000)
+        return round(min(times), 3)
+
+    def over(http):
+        return (lambda path: http.post(DEFAULT_BASE_URL + path, json=PROMPT, headers=body_headers).json(),
+                lambda path: http.get(DEFAULT_BASE_URL + path, headers=body_headers).json())
+
+    result = {}
+    with mock_sd35(lifecycle="manual") as twin:
+        result["mock_sd35 (HTTPAdapter.send)"] = best_ms(*over(requests.Session()))
+
+        def callback(request):
+            answer = twin.wsgi_answer(request.method, request.url, request.headers.items(), request.body or b"")
+            return answer.status, dict(answer.headers), answer.read_all()[0]
+
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+            for method in (responses.POST, responses.GET):
+                mocked.add_callback(method, re.compile(re.escape(DEFAULT_BASE_URL) + ".*"), callback=callback)
+            result["responses callback"] = best_ms(*over(requests.Session()))
+        app = twin.app.test_client()
+        result["flask test client"] = best_ms(
+            lambda path: app.post(path, json=PROMPT, headers=body_headers).get_json(),
+            lambda path: app.get(path, headers=body_headers).get_json())
+    return {"ms per submit + status read (CPU)": result}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=300, help="flows per round (default 300)")
@@ -119,7 +169,12 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--overhead", action="store_true",
                     help="microseconds per request of our app and of a bare Flask app, called alike in-process")
+    ap.add_argument("--seams", action="store_true",
+                    help="CPU ms of a submit and a status read through our seam, a responses callback, Flask's test client")
     args = ap.parse_args(argv)
+    if args.seams:
+        print(json.dumps(seams(args.jobs, args.rounds), indent=2))
+        return 0
     if args.overhead:
         print(json.dumps(overhead(args.jobs * 3, args.rounds), indent=2))
         return 0
