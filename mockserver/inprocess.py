@@ -337,12 +337,28 @@ class _Interceptor:
     def __init__(self):
         self.lock = threading.RLock()
         self.routes: dict[tuple[str, str, int], InProcessTwin] = {}
+        self.fast_routes: dict[tuple[str, str], InProcessTwin] = {}  # (scheme, netloc as written): the usual case
         self.contexts: list[Sd35Mock] = []
         self.originals: dict = {}
 
     def twin_for(self, url: str) -> InProcessTwin | None:
         routes = self.routes
-        return routes.get(_origin(url)) if routes else None
+        if not routes:
+            return None
+        scheme, _, rest = url.partition("://")  # scheme://netloc/..., read without urlsplit: on every call
+        netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        found = self.fast_routes.get((scheme.lower(), netloc.lower()))
+        return found if found is not None else routes.get(_origin(url))
+
+    def set_routes(self, routes: dict) -> None:
+        """Replace the routes whole (readers in other threads never see them half done), with their netlocs as
+        URLs write them: ``host`` for the default port, ``host:port`` for the other."""
+        fast = {}
+        for (scheme, host, port), twin in routes.items():
+            fast[(scheme, f"{host}:{port}")] = twin
+            if port == _DEFAULT_PORTS.get(scheme):
+                fast[(scheme, host)] = twin
+        self.fast_routes, self.routes = fast, routes
 
     def blocked(self) -> bool:
         return any(c.block_network for c in self.contexts) and \
@@ -437,9 +453,9 @@ class Sd35Mock:
             if not _INTERCEPTOR.contexts:
                 _INTERCEPTOR.install()
             _INTERCEPTOR.contexts.append(self)
-            routes = dict(_INTERCEPTOR.routes)  # replaced whole: readers in other threads never see it half done
+            routes = dict(_INTERCEPTOR.routes)
             routes.update((o, self.twin) for o in origins)
-            _INTERCEPTOR.routes = routes
+            _INTERCEPTOR.set_routes(routes)
             return self.twin
 
     def stop(self) -> None:
@@ -453,7 +469,7 @@ class Sd35Mock:
                     routes.pop(origin, None)
                 else:
                     routes[origin] = before
-            _INTERCEPTOR.routes = routes if _INTERCEPTOR.contexts else {}
+            _INTERCEPTOR.set_routes(routes if _INTERCEPTOR.contexts else {})
             if not _INTERCEPTOR.contexts:
                 _INTERCEPTOR.uninstall()
         if self.twin is not None and self.twin is not self._given_twin and self._owns_twin():

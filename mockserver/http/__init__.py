@@ -128,9 +128,12 @@ class AnythingConverter(BaseConverter):
     part_isolating = False
 
 
+API_ENDPOINT_KINDS = {"api.submit": "submit", "api.status": "status", "api.download_opaque": "download",
+                      "api.download_direct": "download"}
+
+
 def api_endpoint_kind(endpoint: str) -> str | None:
-    return {"api.submit": "submit", "api.status": "status", "api.download_opaque": "download",
-            "api.download_direct": "download"}.get(endpoint)
+    return API_ENDPOINT_KINDS.get(endpoint)
 
 
 def get_backend(app: Flask) -> MockBackend:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 
@@ -14,12 +15,18 @@ def request_fields(req, body: bytes) -> dict:
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
     """Request headers straight from the WSGI environ: far cheaper than copying werkzeug's Headers."""
-    pairs = [(k[5:].replace("_", "-").title(), v) for k, v in environ.items() if k.startswith("HTTP_")]
+    pairs = [(_header_name(k), v) for k, v in environ.items() if k.startswith("HTTP_")]
     if environ.get("CONTENT_TYPE"):
         pairs.append(("Content-Type", environ["CONTENT_TYPE"]))
     if environ.get("CONTENT_LENGTH"):
         pairs.append(("Content-Length", environ["CONTENT_LENGTH"]))
     return pairs
+
+
+@functools.lru_cache(maxsize=512)  # a client sends the same few names again and again; bounded for those who do not
+def _header_name(environ_key: str) -> str:
+    """``HTTP_API_KEY`` -> ``Api-Key``."""
+    return environ_key[5:].replace("_", "-").title()
 
 
 def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dict:
