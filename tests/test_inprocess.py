@@ -108,14 +108,14 @@ def test_an_invalid_body_names_every_violation_in_process(sd35_inprocess):
 
 
 def test_nesting_the_outermost_owns_the_state():
-    with mock_sd35() as outer:
+    with mock_sd35(block_network=True) as outer:  # nothing here may reach a network
         requests.post(f"{API}/sd3_5/v1", json=REQ, headers=KEY)
         with mock_sd35(base_url="https://mirror.example") as inner:
             assert inner is outer
             requests.post("https://mirror.example/sd3_5/v1", json=REQ, headers=KEY)
             assert len(outer.jobs()) == 2
-        with pytest.raises(requests.ConnectionError):  # the inner's URL is gone with it
-            requests.post("https://mirror.example/sd3_5/v1", json=REQ, headers=KEY, timeout=0.5)
+        with pytest.raises(requests.ConnectionError, match="refuses POST https://mirror.example/"):
+            requests.post("https://mirror.example/sd3_5/v1", json=REQ, headers=KEY)  # the inner's URL went with it
         assert len(outer.jobs()) == 2  # and the state stayed
     assert requests.adapters.HTTPAdapter.send.__name__ == "send"  # unpatched once the last context closed
 
@@ -263,3 +263,13 @@ def test_xdist_workers_each_have_their_own_twin(pytester, monkeypatch, tmp_path)
     pytester.makepyfile(test_twins=XDIST_TESTS)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", "-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=2)
+
+
+def test_download_urls_on_another_host_are_answered_too(no_sockets):
+    """With ``public_url`` (where the twin says downloads live), that host is the twin's too."""
+    with mock_sd35(public_url="https://images.example.net", lifecycle="immediate", block_network=True):
+        job = requests.post(f"{API}/sd3_5/v1", json=REQ, headers=KEY).json()
+        [url] = job["download_urls"]
+        assert url.startswith("https://images.example.net/files/")
+        assert requests.get(url).headers["Content-Type"] == "image/jpeg"
+        assert httpx.get(url).status_code == 200
