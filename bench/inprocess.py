@@ -1,10 +1,13 @@
 """The client's real flow in-process against the same flow over HTTP: ``ImagePipelineClient.generate`` (one
 submit, polls until SUCCESS) against the twin of ``mock_sd35`` (no socket) and against a launched mock on
 keep-alive HTTP, both with ``--pending-polls 2``, and the client with an adapter that answers at no cost (the
-client library's own floor); rounds taking turns, the best round of each, and the ratios of the same run. ``--profile`` prints cProfile's top entries of submits and status reads through the app alone (our code
-and Flask under it, with no client library and no socket): the profile the hot path is measured by. ``--overhead``: microseconds per submit and per
-status read of our app against a bare Flask app on the same two routes, both called in-process alike.
-``--seams``: a submit and a status read through our seam, a ``responses`` callback and Flask's test client.
+client library's own floor); rounds taking turns, the best round of each, and the ratios of the same run.
+
+``--profile``: cProfile's top entries of submits and status reads through the app alone (our code and Flask
+under it, with no client library and no socket): the profile the hot path is measured by. ``--overhead``: CPU
+microseconds per submit and per status read of our app against a bare Flask app on the same two routes, both
+called in-process alike. ``--seams``: a submit and a status read through our seam, a ``responses`` callback and
+Flask's test client.
 
     nice -n 10 python -m bench.inprocess [--jobs 300] [--rounds 5] [--profile | --overhead | --seams]
 """
@@ -194,12 +197,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=300, help="flows per round (default 300)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per way in, taking turns (default 5)")
-    ap.add_argument("--profile", action="store_true", help="print cProfile's top entries of submits and status reads through the app alone")
+    ap.add_argument("--profile", action="store_true",
+                    help="print cProfile's top entries of submits and status reads through the app alone")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--overhead", action="store_true",
                     help="microseconds per request of our app and of a bare Flask app, called alike in-process")
     ap.add_argument("--seams", action="store_true",
-                    help="CPU ms of a submit and a status read through our seam, a responses callback, Flask's test client")
+                    help="CPU ms of a submit and a status read through our seam, a responses callback and "
+                         "Flask's test client")
     args = ap.parse_args(argv)
     if args.seams:
         print(json.dumps(seams(args.jobs, args.rounds), indent=2))

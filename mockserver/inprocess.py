@@ -27,13 +27,13 @@ import io
 import sys
 import threading
 import time
+from http.client import RemoteDisconnected
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3 import HTTPResponse
 from urllib3.exceptions import ProtocolError
-from http.client import RemoteDisconnected
 
 from .config import TEST_SETTINGS, MockConfig
 from .http import create_app
@@ -105,8 +105,9 @@ class InProcessTwin(MockControl):
             key = name.upper().replace("-", "_")
             if key == "CONTENT_TYPE":
                 environ["CONTENT_TYPE"] = value
-            elif key != "CONTENT_LENGTH":
-                environ["HTTP_" + key] = value
+            elif key != "CONTENT_LENGTH":  # the body's own length is set above
+                key = "HTTP_" + key
+                environ[key] = f"{environ[key]}, {value}" if key in environ else value  # repeated: joined, as WSGI
         environ.setdefault("HTTP_HOST", parts.netloc)
         started: list = []
 
@@ -236,7 +237,8 @@ def answer_requests(twin: InProcessTwin, adapter: BaseAdapter, request: requests
     try:
         answer = twin.wsgi_answer(request.method, request.url, request.headers.items(), _request_body(request.body))
     except DropConnection:
-        error = ProtocolError("Connection aborted.", RemoteDisconnected("Remote end closed connection without response"))
+        error = ProtocolError("Connection aborted.",
+                              RemoteDisconnected("Remote end closed connection without response"))
         raise requests.ConnectionError(error, request=request) from None
     limit = _read_timeout(timeout)
     if limit is not None and time.monotonic() - started > limit:
@@ -506,7 +508,8 @@ class Sd35Mock:
 def mock_sd35(func=None, /, **options):
     """``@mock_sd35``, ``@mock_sd35(base_url=..., block_network=True, lifecycle="manual")`` or
     ``with mock_sd35() as twin``: the SD3.5 API answered in this process. ``options``: ``base_url`` (a URL or a
-    list), ``block_network``, ``config`` (a ``MockConfig``) or ``MockConfig``'s fields (over ``config.TEST_SETTINGS``)."""
+    list), ``block_network``, ``config`` (a ``MockConfig``) or ``MockConfig``'s fields (over
+    ``config.TEST_SETTINGS``)."""
     if func is not None:
         if not callable(func):
             raise TypeError("mock_sd35: give options by name, e.g. mock_sd35(base_url=...)")

@@ -72,7 +72,8 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None, **answer_fields(req, body, response, ctx.get("kind"), ctx),
+                rule=ctx.rule.id if ctx.get("rule") else None,
+                **answer_fields(req, body, response, ctx.get("kind"), ctx),
             )
         return response
 
