@@ -65,8 +65,10 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         response = finish_fault(response)
         ctx, req = g._get_current_object(), request._get_current_object()
         if not req.path.startswith("/__mock__"):
-            try:
-                body = req.get_data(cache=True)
+            environ = req.environ
+            try:  # no length and no terminated stream: werkzeug would read nothing, so skip asking it
+                body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or \
+                    environ.get("wsgi.input_terminated") else b""
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
                 body = b""
             backend.journal.record(
