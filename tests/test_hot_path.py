@@ -70,7 +70,7 @@ def test_job_ids_are_the_uuid4_text_they_always_were(bits):
     assert uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
 
 
-def test_the_prompts_whitespace_set_is_re2s_for_every_code_point():
+def test_the_prompts_whitespace_set_is_re2s():
     """The fast check reads PROMPT_PATTERN as "not only WHITESPACE_CHARS": the same answer as RE2 for every
     character up to U+3100 (past the last whitespace but U+FEFF), U+FEFF, lone surrogates (which search_text
     reads as U+FFFD) and a sample of the rest."""
