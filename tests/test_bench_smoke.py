@@ -323,3 +323,17 @@ def test_tiny_real_run_of_our_mock(tmp_path):
     assert run["flow_fidelity"] == 1.0
     assert run["tags"]["submit"]["latency_ms"]["p99"] > 0 and run["tags"]["status"]["latency_ms"]["p50"] > 0
     assert "listening on" in (tmp_path / "ours.log").read_text()
+
+
+def test_the_in_process_bench_measures_each_way_in_on_a_tiny_run():
+    """bench/inprocess.py end to end with a few requests (the client flow over HTTP launches a mock: left to the
+    real run); every figure is a positive time and the app's overhead is computed against the bare Flask app."""
+    from bench import inprocess
+
+    overhead = inprocess.overhead(5, 1)
+    assert abs(overhead["ours over flask, submit"] - (overhead["ours submit"] - overhead["flask submit"])) <= 0.11
+    assert all(v > 0 for k, v in overhead.items() if "over" not in k)
+    seams = inprocess.seams(3, 1)["ms per submit + status read (CPU)"]
+    assert set(seams) == {"mock_sd35 (HTTPAdapter.send)", "responses callback", "flask test client"}
+    assert inprocess.flows(inprocess.floor_client(), 3) > 0
+    assert "submits and" in inprocess.profile(5, 5)
