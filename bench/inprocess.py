@@ -8,7 +8,7 @@ client library's own floor); rounds taking turns, the best round of each, and th
 under it, with no client library and no socket): the profile the hot path is measured by. ``--overhead``: CPU
 microseconds per submit and per status read of our app against a bare Flask app on the same two routes, both
 called in-process alike. ``--seams``: a submit and a status read through our seam, a ``responses`` callback and
-Flask's test client.
+Flask's test client (needs `responses`, from the test extra).
 
     nice -n 10 python -m bench.inprocess [--jobs 300] [--rounds 5] [--cpu] [--profile | --overhead | --seams]
 """
