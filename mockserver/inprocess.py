@@ -488,6 +488,12 @@ class Sd35Mock:
         self.stop()
 
     def __call__(self, func):
+        """Decorate a test function (sync or async), or a class: each of its ``test*`` methods, as moto does."""
+        if inspect.isclass(func):
+            for name, member in list(vars(func).items()):
+                if name.startswith("test") and callable(member):
+                    setattr(func, name, self(member))
+            return func
         options = dict(base_url=self.base_urls, block_network=self.block_network, config=self._config,
                        twin=self._given_twin, **({} if self._config else self._settings))
 

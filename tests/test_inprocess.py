@@ -134,6 +134,19 @@ def test_decorator_sync_and_async_each_call_a_fresh_twin():
     assert asyncio.run(submit_async()) == "SUCCESS"
 
 
+@mock_sd35(lifecycle="immediate")
+class TestADecoratedClass:
+    """Each test method gets its own twin, as moto's class decorator does."""
+
+    def test_one(self):
+        assert requests.post(f"{API}/sd3_5/v1", json=REQ, headers=KEY).json()["status"] == "SUCCESS"
+
+    def test_two_sees_a_fresh_twin(self):
+        requests.post(f"{API}/sd3_5/v1", json=REQ, headers=KEY)
+        with mock_sd35() as twin:  # nested: the decorator's twin, which has only this method's job
+            assert len(twin.jobs()) == 1
+
+
 def test_other_hosts_go_out_as_usual_and_block_network_refuses_them_by_url(sd35_webhooks):
     with mock_sd35():
         assert requests.post(sd35_webhooks.url, json={"a": 1}, timeout=5).status_code == 200
