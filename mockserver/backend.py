@@ -472,10 +472,20 @@ class MockBackend:
     # -- ids -----------------------------------------------------------------------------------
 
     def _new_id(self) -> str:
-        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4)) if self._ids else str(uuid.uuid4())
+        return uuid4_text(self._ids.getrandbits(128)) if self._ids else str(uuid.uuid4())
 
     def _new_token(self) -> str:
         return f"{self._ids.getrandbits(128):032x}" if self._ids else uuid.uuid4().hex
+
+
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))  # the variant's and the version's bits
+_UUID4_SET = (0x8000 << 48) | (4 << 76)          # RFC 4122 variant, version 4
+
+
+def uuid4_text(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4))``, without building a UUID object: a few µs less per submit."""
+    h = f"{(bits & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 __all__ = ["MockBackend", "Download", "GenerationRequest", "JobView"]

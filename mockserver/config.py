@@ -201,6 +201,11 @@ class MockConfig:
         return data
 
 
+# What a test wants of a mock it starts (the sd35_mock fixtures, the in-process twin): jobs finish on their first
+# status poll; seeded; webhooks retried at once.
+TEST_SETTINGS = dict(lifecycle="polls", pending_polls=1, seed=1234, webhook_backoff=0.0)
+
+
 def startup_settings() -> set[str]:
     """The fields of ``MockConfig`` fixed once the mock serves."""
     return {f.name for f in fields(MockConfig) if f.metadata.get("startup")}

@@ -4,7 +4,9 @@ Installed with the package (entry point ``sd35_mock``), like pytest-httpserver:
 
 - ``sd35_mock_server``: session-scoped, one server for the whole run;
 - ``sd35_mock``: function-scoped, the same server reset before each test;
-- ``sd35_webhooks``: function-scoped, a webhook receiver on 127.0.0.1.
+- ``sd35_webhooks``: function-scoped, a webhook receiver on 127.0.0.1;
+- ``sd35_inprocess``: function-scoped, no server at all: the twin answers ``requests`` and ``httpx`` calls to
+  ``https://api.imagepipeline.io`` in this process (``mockserver.inprocess``, docs/inprocess.md), reset.
 
 Both mock fixtures are a ``sd35_twin.mockserver.testing.MockControl``: ``.url`` and the control plane over HTTP.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import pytest
 
-from .config import MockConfig
+from .config import TEST_SETTINGS, MockConfig
 from .server import start
 from .testing import MockControl, WebhookReceiver
 from .variants import Variant, load_variants
@@ -34,7 +36,7 @@ STATE_PLUGIN = "sd35-variants-state"
 BASELINE = "baseline"
 
 # The session mock's settings: jobs finish on their first status poll; seeded; webhooks retry at once.
-SESSION_CONFIG = dict(lifecycle="polls", pending_polls=1, seed=1234, webhook_backoff=0.0)
+SESSION_CONFIG = TEST_SETTINGS
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +57,32 @@ def sd35_mock(sd35_mock_server: MockControl, sd35_variant: Variant | None) -> Mo
     if sd35_variant is not None:
         sd35_mock_server.configure(profile=sd35_variant.profile)
     return sd35_mock_server
+
+
+@pytest.fixture(scope="session")
+def sd35_inprocess_twin():
+    """One in-process twin for the session (built once: an app and its backend), answering nothing until
+    ``sd35_inprocess`` opens it for a test."""
+    from .inprocess import DEFAULT_BASE_URL, InProcessTwin  # httpx and the app only when a test asks
+
+    twin = InProcessTwin([DEFAULT_BASE_URL], MockConfig(**SESSION_CONFIG))
+    yield twin
+    twin.backend.close()
+    twin.close()
+
+
+@pytest.fixture
+def sd35_inprocess(sd35_inprocess_twin, sd35_variant: Variant | None):
+    """The session's in-process twin, reset and answering for this test: every ``requests``/``httpx`` call to
+    ``https://api.imagepipeline.io`` (and its download URLs) in this process. A ``mock_sd35`` opened inside the
+    test uses this same twin (the outermost context owns the state)."""
+    from .inprocess import Sd35Mock
+
+    with Sd35Mock(twin=sd35_inprocess_twin) as twin:
+        twin.reset()
+        if sd35_variant is not None:
+            twin.configure(profile=sd35_variant.profile)
+        yield twin
 
 
 @pytest.fixture(scope="session")

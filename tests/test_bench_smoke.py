@@ -163,8 +163,13 @@ def test_ours_runs_one_process_with_pending_polls():
     assert full.concurrencies == [1, 32] and full.mock_thread_variants == [] and 32 in full.variant_concurrencies
 
 
+# What bench/ may import of ours: the launcher, and (bench/inprocess.py) the in-process twin and the client, as a user.
+PUBLIC = {"sd35_twin.mockserver.testing", "sd35_twin.mockserver.inprocess", "sd35_twin.client"}
+
+
 def test_bench_reaches_the_mock_only_through_its_public_launcher():
-    """bench/ starts our mock with mockserver.testing.launch, like tests and contracts; no other internals."""
+    """bench/ starts our mock with mockserver.testing.launch, like tests and contracts (or, bench/inprocess.py,
+    in-process with mock_sd35, as a user would); no other internals."""
     for path in sorted(BENCH_DIR.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -172,7 +177,7 @@ def test_bench_reaches_the_mock_only_through_its_public_launcher():
                      else [])
             for name in names:
                 if name.split(".")[0] in ("mockserver", "sd35_twin"):
-                    assert name == "sd35_twin.mockserver.testing", f"{path.name} imports {name}"
+                    assert name in PUBLIC, f"{path.name} imports {name}"
         assert "subprocess.Popen" not in path.read_text() or path.name == "procs.py", path.name
 
 
@@ -318,3 +323,17 @@ def test_tiny_real_run_of_our_mock(tmp_path):
     assert run["flow_fidelity"] == 1.0
     assert run["tags"]["submit"]["latency_ms"]["p99"] > 0 and run["tags"]["status"]["latency_ms"]["p50"] > 0
     assert "listening on" in (tmp_path / "ours.log").read_text()
+
+
+def test_the_in_process_bench_measures_each_way_in_on_a_tiny_run():
+    """bench/inprocess.py end to end with a few requests (the client flow over HTTP launches a mock: left to the
+    real run); every figure is a positive time and the app's overhead is computed against the bare Flask app."""
+    from bench import inprocess
+
+    overhead = inprocess.overhead(5, 1)
+    assert abs(overhead["ours over flask, submit"] - (overhead["ours submit"] - overhead["flask submit"])) <= 0.11
+    assert all(v > 0 for k, v in overhead.items() if "over" not in k)
+    seams = inprocess.seams(3, 1)["ms per submit + status read (CPU)"]
+    assert set(seams) == {"mock_sd35 (HTTPAdapter.send)", "responses callback", "flask test client"}
+    assert inprocess.flows(inprocess.floor_client(), 3) > 0
+    assert "submits and" in inprocess.profile(5, 5)

@@ -44,6 +44,37 @@ USER_TESTS = {
             assert requests.get(done.download_urls[0], timeout=10).status_code == 200
             assert contracts.OWNER == "user"
         """,
+    # the in-process twin in the installed package (issue 19), with no httpx installed: requests only
+    "tests/test_no_server.py": """
+        import socket
+
+        import pytest
+        import requests
+
+        import mockserver
+        from sd35_twin.mockserver.inprocess import mock_sd35
+
+        API = "https://api.imagepipeline.io"
+        REQ = dict(prompt="a fox", negative_prompt="", num_inference_steps=4, samples=1, guidance_scale=0,
+                   width=256, height=256)
+
+        @pytest.fixture
+        def no_sockets(monkeypatch):
+            monkeypatch.setattr(socket.socket, "connect", lambda self, address: pytest.fail(f"socket to {address}"))
+
+        def test_mock_sd35_answers_the_live_url_in_process(no_sockets):
+            with mock_sd35() as twin:
+                job = requests.post(f"{API}/sd3_5/v1", json=REQ, headers={"API-Key": "k"}).json()
+                done = requests.get(f"{API}/sd3_5/v1/status/{job['id']}", headers={"API-Key": "k"}).json()
+                assert requests.get(done["download_urls"][0]).content[:3] == bytes([0xFF, 0xD8, 0xFF])  # a JPEG
+            twin.assert_submits(1)
+            assert mockserver.OWNER == "user"
+
+        def test_the_fixture(sd35_inprocess, no_sockets):
+            sd35_inprocess.fault(endpoint="submit", type="drop")
+            with pytest.raises(requests.ConnectionError):
+                requests.post(f"{API}/sd3_5/v1", json=REQ, headers={"API-Key": "k"})
+        """,
 }
 
 
@@ -91,7 +122,7 @@ def test_a_users_own_modules_and_our_fixtures_work_side_by_side(installed, user_
     argv = [str(installed / pytest_command[0]), *pytest_command[1:], "-p", "no:cacheprovider", "-q"]
     done = run(argv, cwd=user_project)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "2 passed" in done.stdout.splitlines()[-1]
+    assert "4 passed" in done.stdout.splitlines()[-1]
 
 
 def test_our_contract_suite_runs_in_the_same_session_as_the_users_tests(installed, user_project):
@@ -101,7 +132,7 @@ def test_our_contract_suite_runs_in_the_same_session_as_the_users_tests(installe
                 "sd35_twin.contracts", "-o", "consider_namespace_packages=true", "--ledger-rows", "L03"],
                cwd=user_project)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "8 passed" in done.stdout.splitlines()[-1], done.stdout[-500:]
+    assert "10 passed" in done.stdout.splitlines()[-1], done.stdout[-500:]
 
 
 @pytest.mark.parametrize("argv", [["bin/sd35-mock", "--help"], ["bin/sd35-client", "--help"],

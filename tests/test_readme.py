@@ -19,6 +19,12 @@ def test_the_fixture_example_passes_as_written(pytester):
     result.assert_outcomes(passed=1)
 
 
+def test_the_no_server_example_passes_as_written(pytester):
+    pytester.makepyfile(test_example=readme_block("**No server at all**", "python"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:sd35_contracts")
+    result.assert_outcomes(passed=2)
+
+
 def test_every_line_of_the_test_kit_table_runs_as_written(sd35_mock, sd35_webhooks, valid_request):
     """Each code cell of the README's "you want / in your test" table, run against the fixtures (a job and a
     rule to refer to made first), so the table cannot drift from the API."""

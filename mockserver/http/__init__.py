@@ -65,15 +65,17 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         response = finish_fault(response)
         ctx, req = g._get_current_object(), request._get_current_object()
         if not req.path.startswith("/__mock__") and req.path != HEALTH_PATH:
-            try:
-                body = req.get_data(cache=True)
+            environ = req.environ
+            try:  # no length and no terminated stream: werkzeug would read nothing, so skip asking it
+                body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or \
+                    environ.get("wsgi.input_terminated") else b""
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
                 body = b""
             backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None, **answer_fields(req, body, response, ctx.get("kind"),
-                                                                             ctx.get("job_id")),
+                rule=ctx.rule.id if ctx.get("rule") else None,
+                **answer_fields(req, body, response, ctx.get("kind"), ctx),
             )
         return response
 
@@ -129,9 +131,12 @@ class AnythingConverter(BaseConverter):
     part_isolating = False
 
 
+API_ENDPOINT_KINDS = {"api.submit": "submit", "api.status": "status", "api.download_opaque": "download",
+                      "api.download_direct": "download"}
+
+
 def api_endpoint_kind(endpoint: str) -> str | None:
-    return {"api.submit": "submit", "api.status": "status", "api.download_opaque": "download",
-            "api.download_direct": "download"}.get(endpoint)
+    return API_ENDPOINT_KINDS.get(endpoint)
 
 
 def get_backend(app: Flask) -> MockBackend:

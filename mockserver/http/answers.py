@@ -6,6 +6,7 @@ data); this module is the one place that applies it.
 
 from __future__ import annotations
 
+import functools
 import http
 import json
 
@@ -29,6 +30,7 @@ def status_for(profile: dict, kind: str) -> int:
     return int(codes.get(kind, DEFAULT_STATUS.get(kind, 500)))
 
 
+@functools.lru_cache(maxsize=256)  # on every answer; a few dozen codes in all
 def status_line(code: int) -> str:
     """The status line's code and standard reason phrase (``202 Accepted``, as RFC 9110 spells it; werkzeug
     would send ``202 ACCEPTED``). A code with no registered phrase gets its class's."""

@@ -20,6 +20,7 @@ from .answers import failure_response
 
 DROP_HEADER = "X-SD35-Mock-Drop"
 log = logging.getLogger("mockserver")
+INPROCESS_KEY = "sd35.inprocess"  # set in the WSGI environ by mockserver.inprocess: no socket to close
 
 
 class DropConnection(Exception):
@@ -57,6 +58,8 @@ class DropConnectionMiddleware:
                 result.close()
             if "waitress.client_disconnected" in environ:
                 raise self.error("fault injection: connection dropped")
+            if environ.get(INPROCESS_KEY):  # the in-process twin (mockserver.inprocess) raises what a socket would
+                raise DropConnection("fault injection: connection dropped")
             # Elsewhere (e.g. Werkzeug's test client) say so plainly rather than pretend.
             start_response("599 Dropped", [("Content-Type", "text/plain")])
             return [b"connection dropped by fault injection"]
@@ -219,7 +222,7 @@ def _trickle(data: bytes, rate: int, flush):
             yield data[at:at + step]
             flush()  # waitress wrote the chunk when asking for the next one
             late = started + (at + step) / rate - time.monotonic()
-            if late > 0:
+            if late > 0 and at + step < len(data):  # after the last chunk nothing is due: free the slot now
                 time.sleep(min(late, TRICKLE_MAX_SECONDS))
     finally:
         _trickling.release()
@@ -230,7 +233,9 @@ def _reset_after(head: bytes, environ):
     if head:
         yield head
     channel = _channel(environ)
-    if channel is None:  # not waitress (a test client): just end short
+    if channel is None:  # not waitress: in-process, a reset the client library sees; a test client, just short
+        if environ.get(INPROCESS_KEY):
+            raise DropConnection("fault injection: connection reset")
         return
     _flusher(environ)()
     deadline = time.monotonic() + 2

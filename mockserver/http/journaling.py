@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 
@@ -14,7 +15,7 @@ def request_fields(req, body: bytes) -> dict:
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
     """Request headers straight from the WSGI environ: far cheaper than copying werkzeug's Headers."""
-    pairs = [(k[5:].replace("_", "-").title(), v) for k, v in environ.items() if k.startswith("HTTP_")]
+    pairs = [(_header_name(k), v) for k, v in environ.items() if k.startswith("HTTP_")]
     if environ.get("CONTENT_TYPE"):
         pairs.append(("Content-Type", environ["CONTENT_TYPE"]))
     if environ.get("CONTENT_LENGTH"):
@@ -22,20 +23,35 @@ def header_pairs(environ: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def answer_fields(req, body: bytes, response, kind: str | None, job_id: str | None = None) -> dict:
+@functools.lru_cache(maxsize=512)  # a client sends the same few names again and again; bounded for those who do not
+def _header_name(environ_key: str) -> str:
+    """``HTTP_API_KEY`` -> ``Api-Key``."""
+    return environ_key[5:].replace("_", "-").title()
+
+
+def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dict:
     """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
-    (a status path's, or ``job_id``: the job a submit made or a download URL belongs to, whatever a fault then
-    did to the answer), a submit's ``batch_id`` and the answer's ``Retry-After``."""
+    (a status path's, or ``ctx.job_id``: the job a submit made or a download URL belongs to, whatever a fault
+    then did to the answer), a submit's ``batch_id`` and the answer's ``Retry-After``. ``ctx`` (flask's ``g``):
+    what the submit route already parsed (``submitted``) is read rather than parsed again; the body is parsed only
+    where the route did not get that far."""
+    ctx = ctx if ctx is not None else {}
     fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
+    job_id = ctx.get("job_id")
     if kind == "status":
         fields["job_id"] = (req.view_args or {}).get("job_id")
     elif job_id is not None:
         fields["job_id"] = job_id
     if kind == "submit":
-        try:
-            submitted = json.loads(body) if body else None
-        except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
-            submitted = None
+        submitted = ctx.get("submitted", _UNREAD)
+        if submitted is _UNREAD:
+            try:
+                submitted = json.loads(body) if body else None
+            except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
+                submitted = None
         if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
             fields["batch_id"] = submitted["batch_id"]
     return fields
+
+
+_UNREAD = object()

@@ -1,5 +1,6 @@
 """Fixtures of the client suite: a fake clock (no real sleeping), clients wired to it, and a real
-mock server on a free port, driven through ``mockserver.testing.MockControl``.
+mock server on a free port, driven through ``mockserver.testing.MockControl`` (or its twin in-process,
+``twin_mock_server``, for the tests that are not about HTTP itself).
 
 The real mock honours ``--sd35-variants`` (the plugin's ``sd35_variant``): ``pytest tests/client
 --sd35-variants`` runs every test of the real mock once per plausible variant of its assumptions."""
@@ -77,12 +78,15 @@ def rsps():
 
 # --- a real mock on a free port -------------------------------------------------------------------
 
+MOCK_SETTINGS = dict(lifecycle="polls", pending_polls=1, seed=20240601, webhook_backoff=0.0)
+
+
 class RunningMock:
     """The session's mock: its URL, its control plane, and clients of it on virtual clocks."""
 
-    def __init__(self, url: str, variant=None) -> None:
+    def __init__(self, url: str, variant=None, control: MockControl | None = None) -> None:
         self.url = url
-        self.control = MockControl(url)
+        self.control = control or MockControl(url)
         self.variant = variant   # a mockserver.variants.Variant, or None (the baseline)
         self._clients: list[ImagePipelineClient] = []
 
@@ -123,13 +127,26 @@ class RunningMock:
 def mock_server(sd35_variant):
     """One real mock for the client suite (a session: starting waitress per test is waste); one per
     variant with ``--sd35-variants``. Tests that use it directly call ``reset()`` themselves."""
-    running = start(MockConfig(lifecycle="polls", pending_polls=1, seed=20240601, webhook_backoff=0.0))
+    running = start(MockConfig(**MOCK_SETTINGS))
     mock = RunningMock(running.url, sd35_variant)
     assert mock.control.health()
     mock.reset()
     yield mock
     mock.close_clients()
     running.close()
+
+
+@pytest.fixture(scope="module")
+def twin_mock_server(sd35_variant):
+    """``mock_server``'s twin in this process (``sd35_twin.mockserver.inprocess``): the same app and settings,
+    answering ``https://api.imagepipeline.io`` with no socket and no server thread, for a module's tests."""
+    from sd35_twin.mockserver.inprocess import Sd35Mock
+
+    with Sd35Mock(config=MockConfig(**MOCK_SETTINGS)) as twin:
+        mock = RunningMock(twin.url, sd35_variant, control=twin)
+        mock.reset()
+        yield mock
+        mock.close_clients()
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Property-based tests of the client against a real mock server on a free port.
+"""Property-based tests of the client against the mock, in-process (``twin_mock_server``: the same app, no
+socket): they are about the client and the mock's answers, not HTTP, which tests/client/test_client_mock_faults.py
+and the other real-server modules keep covering.
 
 Lifecycle timing is set through the control plane (``lifecycle: polls / manual``) and the client
 runs on a virtual clock, so nothing here sleeps to wait for a job.
@@ -16,6 +18,12 @@ from sd35_twin.client import GenerationRequest, InvalidRequestError, NotFoundErr
 from sd35_twin.client.models import FIELD_TYPES, FIELDS
 
 pytestmark = pytest.mark.mock_only
+
+
+@pytest.fixture(scope="module")
+def mock_server(twin_mock_server):
+    """This module's mock is the in-process twin (``mock`` follows it)."""
+    return twin_mock_server
 
 SETTINGS = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

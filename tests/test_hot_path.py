@@ -1,0 +1,82 @@
+"""The hot path kept exact: the fast yes of validation (``compile_fast_check``) accepts exactly the bodies jsonschema
+in, under the default profile and one that refuses unknown fields; the full, ordered errors stay jsonschema's."""
+
+import copy
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sd35_twin.mockserver.config import load_profile
+from sd35_twin.mockserver.errors import InvalidRequest
+from sd35_twin.mockserver.validation import RequestValidator, StrictValidator, compile_fast_check, request_schema
+
+from tests.strategies import BREAKERS, one_rule_broken, valid_requests
+
+PROFILE = load_profile()
+CLOSED = {**copy.deepcopy(PROFILE), "reject_unknown_fields": True}
+SCHEMAS = {"default": request_schema(PROFILE), "closed": request_schema(CLOSED)}
+
+# Bodies of every kind: valid ones, one rule broken, several broken, odd values anywhere.
+ANYTHING = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                    max_size=3), max_leaves=6)
+
+
+@st.composite
+def bodies(draw):
+    kind = draw(st.sampled_from(["valid", "one broken", "many broken", "odd"]))
+    if kind == "valid":
+        return draw(valid_requests())
+    if kind == "one broken":
+        return draw(one_rule_broken())[0]
+    body = dict(draw(valid_requests()))
+    for name in draw(st.lists(st.sampled_from(sorted(BREAKERS)), max_size=4)):
+        body[name] = draw(BREAKERS[name]) if kind == "many broken" else draw(ANYTHING)
+    return body
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=str)
+@settings(max_examples=300, deadline=None)
+@given(body=bodies())
+def test_fast_check_accepts_exactly_what_jsonschema_accepts(schema, body):
+    fast = compile_fast_check(SCHEMAS[schema])
+    assert fast(body) == (not list(StrictValidator(SCHEMAS[schema]).iter_errors(body)))
+
+
+def test_fast_check_takes_the_full_path_for_a_keyword_it_does_not_know():
+    schema = copy.deepcopy(SCHEMAS["default"])
+    schema["properties"]["samples"]["exclusiveMaximum"] = 2
+    valid = {"prompt": "a", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 1}
+    assert compile_fast_check(schema)(valid) is False  # "ask jsonschema", which then decides
+    assert compile_fast_check(SCHEMAS["default"])(valid) is True
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=one_rule_broken())
+def test_an_invalid_body_still_names_its_violations_in_order(case):
+    body, field = case
+    with pytest.raises(InvalidRequest) as info:
+        RequestValidator(PROFILE).validate(body)
+    assert field in [e.field for e in info.value.errors]
+
+
+@settings(max_examples=500)
+@given(bits=st.integers(0, 2**128 - 1))
+def test_job_ids_are_the_uuid4_text_they_always_were(bits):
+    import uuid
+
+    from sd35_twin.mockserver.backend import uuid4_text
+
+    assert uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
+
+
+def test_the_prompts_whitespace_set_is_re2s():
+    """The fast check reads PROMPT_PATTERN as "not only WHITESPACE_CHARS": the same answer as RE2 for every
+    character up to U+3100 (past the last whitespace but U+FEFF), U+FEFF, lone surrogates (which search_text
+    reads as U+FFFD) and a sample of the rest."""
+    from sd35_twin.mockserver.validation import PROMPT_PATTERN, WHITESPACE_CHARS, compile_pattern, search_text
+
+    regex = compile_pattern(PROMPT_PATTERN)
+    for code in [*range(0x3100), 0xFEFF, *range(0xD800, 0xE000, 7), *range(0x3100, 0x110000, 131)]:
+        char = chr(code)
+        assert (search_text(regex, char) is None) == (char in WHITESPACE_CHARS), hex(code)
