@@ -120,7 +120,8 @@ def finish_fault(response: Response) -> Response:
             response = fault_response(plan.action)
     fault = g.get("fault")
     if fault:
-        fault_served(fault)
+        if not request.environ.get(INPROCESS_KEY):  # in-process there is no waitress task to end, nor its echoes
+            fault_served(fault)
         log.info("injected fault: %s %s: %s", request.method, request.path[:200], fault)
     return response
 
