@@ -38,26 +38,30 @@ class Journal:
 
     def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
                duration_ms: float, fault: str | None = None, kind: str = "other", job_id: str | None = None,
-               batch_id: str | None = None, retry_after: str | None = None, rule: str | None = None) -> None:
+               batch_id: str | None = None, retry_after: str | None = None, rule: str | None = None,
+               rows: tuple[str, ...] = ()) -> int:
         """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
         ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
         (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
-        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied. Counts
-        (``counts()``) outlive the entries' cap."""
+        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied; ``rows``: the
+        assumed ledger rows the request met (coverage.py). Counts (``counts()``) outlive the entries' cap.
+        Returns the entry's seq."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
-        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after, rule)
+        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after, rule,
+                 rows)
         raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault,
                extra)
         with self._lock:
             self._seq += 1
             self._entries.append((self._seq, raw))
             self._counts.add(kind, status, batch_id)
+            return self._seq
 
     def _shape(self, seq: int, raw: tuple) -> dict:
         at, method, path, query, pairs, body, body_len, status, duration_ms, fault, extra = raw
-        kind, job_id, batch_id, retry_after, rule = extra
+        kind, job_id, batch_id, retry_after, rule, rows = extra
         text = body.decode("utf-8", "replace")[: self.body_chars]
         entry = {
             "at": at,
@@ -71,6 +75,7 @@ class Journal:
             "duration_ms": round(duration_ms, 3),
             "seq": seq,
             "kind": kind,
+            "rows": list(rows),
         }
         if job_id is not None:
             entry["job_id"] = _text(job_id)
@@ -115,7 +120,7 @@ class Journal:
 def _matches(seq: int, raw: tuple, f: dict) -> bool:
     _, method, path, _, pairs, *_rest = raw
     status, extra = raw[7], raw[10]
-    kind, job_id, batch_id, _, rule = extra
+    kind, job_id, batch_id, _, rule, _ = extra
     if "since" in f and seq <= f["since"]:
         return False
     if "method" in f and str(method).upper() != f["method"].upper():

@@ -97,6 +97,16 @@ class MockControl:
         """``{"limits": {...}, "keys": [{"key": <redacted>, "requests_in_window": N, "pending": N}]}``."""
         return self.call("GET", "/rate-limits")
 
+    def coverage(self) -> dict:
+        """Which assumed ledger rows the requests met since start-up or reset (``GET /__mock__/coverage``):
+        ``{"met": [{"row", "count", "first_seq", "last_seq"}], "never_met": [{"row", "would_meet", "risk"}],
+        "resets": N}``."""
+        return self.call("GET", "/coverage")
+
+    def rows_met(self) -> set[str]:
+        """The ids of the assumed rows met since start-up or reset."""
+        return {entry["row"] for entry in self.coverage()["met"]}
+
     def advance(self, seconds: float) -> float:
         """Move the mock's clock on: jobs due by then finish, with no test sleeping."""
         return self.call("POST", "/clock/advance", json={"seconds": seconds})["now"]

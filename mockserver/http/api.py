@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..openapi import openapi_document
+from ..coverage import meet
+from ..errors import FieldError, UnsupportedMediaType
 from ..validation import check_url_text, parse_json_body
 from .answers import job_response
 
@@ -27,8 +29,21 @@ def submit():
     backend = _backend()
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
+    check_content_type(request.mimetype, backend.profile)
     body = parse_json_body(request.get_data(cache=True))
     return job_response(backend.submit(key, body, request.host_url, rule=g.rule), backend.profile, submit=True)
+
+
+def check_content_type(mimetype: str, profile: dict) -> None:
+    """Ledger row 32: a body sent without a JSON Content-Type (none, text/plain, a form type) is read as JSON
+    unless the profile's ``require_json_content_type`` refuses it, naming Content-Type."""
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return
+    meet("L32")  # whether the live API reads a body of another type is assumed
+    if profile.get("require_json_content_type"):
+        sent = f"it is {mimetype[:100]!r}" if mimetype else "none was sent"
+        raise UnsupportedMediaType(FieldError(
+            "Content-Type", "json", f"must be application/json ({sent}): send the body as JSON with that header"))
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")
