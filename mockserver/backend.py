@@ -27,11 +27,16 @@ from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore, JobView
 from .journal import Journal
 from .rules import Rule, RuleBook
 from .validation import GenerationRequest, RequestValidator
+from .variants import load_variants
 from .webhooks import WebhookDispatcher
 
 
 RATE_WINDOW_SECONDS = 60.0  # profile.rate_limits.requests_per_minute counts requests in this sliding window
 RATE_TRACKED_KEYS = 1_000   # keys whose recent requests are remembered: beyond it, idle keys go first
+# A download older than this meets ledger row 22 even where the profile's lifetime is longer: a variant's
+# shorter lifetime would refuse it (so a run that never meets L22 is one no L22 variant can change).
+SHORTEST_URL_LIFETIME = min(float(v.profile["urls"]["ttl_seconds"]) for v in load_variants({"L22"})
+                            if "ttl_seconds" in v.profile.get("urls", {}))
 
 
 @dataclass(frozen=True)
@@ -291,8 +296,10 @@ class MockBackend:
                 meet("L16")  # a queued URL read early: its answer is assumed
                 raise ImageNotReady(FieldError("url", "ready", f"the job is {job.status}; the image is served once it is SUCCESS"))
             ttl = float(self.profile.get("urls", {}).get("ttl_seconds", 86_400))
-            if self.clock.now() > job.finished_at + ttl:
-                meet("L22")  # past the URL's assumed lifetime
+            age = self.clock.now() - job.finished_at
+            if age > min(ttl, SHORTEST_URL_LIFETIME):
+                meet("L22")  # past the URL's assumed lifetime, or the shortest one a variant gives
+            if age > ttl:
                 raise ImageExpired(FieldError("url", "expired", f"download URLs expire {ttl:g} s after the job is done"))
             request, file_name = job.request, job.file_names[index]
         fmt = self.profile["urls"]["direct_link_format" if friendly else "opaque_format"]

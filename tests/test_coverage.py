@@ -141,7 +141,7 @@ CASES = {
     "L19": (webhook_case(fail_next=1), webhook_case(fail_next=0)),
     "L20": (lambda m: submit(m, seed=42), lambda m: submit(m, batch_id="documented")),
     "L21": (lambda m: status(m, submit(m).json()["id"], headers=OTHER), lambda m: status(m, submit(m).json()["id"])),
-    "L22": (lambda m: expired_download(m, 86_401), lambda m: expired_download(m, 86_000)),
+    "L22": (lambda m: expired_download(m, 3_601), lambda m: expired_download(m, 3_599)),
     "L23": (lambda m: submit(m, samples=99), lambda m: submit(m)),
     "L24": (lambda m: (m.configure(failure_rate=1.0), submit(m)), lambda m: submit(m)),
     "L25": (lambda m: submit(m, samples="1"), lambda m: submit(m, samples=1)),
@@ -204,3 +204,11 @@ def test_every_journal_entry_lists_its_rows(mock):
     requests.get(f"{mock.url}/openapi.json", timeout=10)
     entries = mock.journal()
     assert [e["rows"] for e in entries] == [["L11", "L18"], []]
+
+
+def test_a_download_past_the_default_lifetime_meets_l22_and_is_refused(mock):
+    """L22 is met from the shortest lifetime a variant gives (1 h), and a download past the profile's own (24 h) is
+    refused as well: a run that never meets L22 is one no L22 variant could change."""
+    assert expired_download(mock, 86_401).status_code == 404
+    assert expired_download(mock, 3_601).status_code == 200
+    assert [m["count"] for m in mock.coverage()["met"] if m["row"] == "L22"] == [2]
