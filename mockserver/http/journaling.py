@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 
@@ -24,8 +25,9 @@ def header_pairs(environ: dict) -> list[tuple[str, str]]:
 
 def answer_fields(req, body: bytes, response, kind: str | None) -> dict:
     """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
-    (a status path's, or the ``id`` a submit's JSON answer carried), a submit's ``batch_id`` and the answer's
-    ``Retry-After``."""
+    (a status path's, or the ``id`` a submit's JSON answer carried), a submit's ``batch_id`` and ``body_digest``
+    (of its canonical JSON, so two submits of one body compare equal whatever their key order, spacing or
+    length past the journal's cut) and the answer's ``Retry-After``."""
     fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
     if kind == "status":
         fields["job_id"] = (req.view_args or {}).get("job_id")
@@ -36,7 +38,15 @@ def answer_fields(req, body: bytes, response, kind: str | None) -> dict:
             submitted = None
         if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
             fields["batch_id"] = submitted["batch_id"]
+        if submitted is not None:
+            fields["body_digest"] = canonical_digest(submitted)
         answer = response.get_json(silent=True) if response.is_json and not response.direct_passthrough else None
         if isinstance(answer, dict) and isinstance(answer.get("id"), str):
             fields["job_id"] = answer["id"]
     return fields
+
+
+def canonical_digest(document: object) -> str:
+    """SHA-256 of a JSON document written canonically (keys sorted, no spaces)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
