@@ -42,6 +42,7 @@ from .testing import MockControl, WebhookReceiver
 from .variants import Variant, load_variants, row_notes
 
 STATE_PLUGIN = "sd35-variants-state"
+LINE_CHARS = 160  # a --sd35-coverage line names its tests up to this width (the JSON report has them whole)
 BASELINE = "baseline"
 
 # The session mock's settings: jobs finish on their first status poll; seeded; webhooks retry at once.
@@ -283,7 +284,9 @@ class VariantsState:
             tr.write_line(f"{table['tests_using_the_mock']} test(s) used the mock")
             tr.write_line(f"{'row':5} {'tests':>5}  up to three of them")
             for entry in table["met"]:
-                tr.write_line(f"{entry['row']:5} {entry['tests']:>5}  {', '.join(entry['examples'])}")
+                examples = ", ".join(nodeid.rsplit("/", 1)[-1] for nodeid in entry["examples"])
+                line = f"{entry['row']:5} {entry['tests']:>5}  {examples}"
+                tr.write_line(line if len(line) <= LINE_CHARS else line[:LINE_CHARS - 1] + "…")
             if table["never_met"]:
                 tr.write_line(f"never met ({len(table['never_met'])}): a guess your app may lean on, untested")
                 for entry in table["never_met"]:
