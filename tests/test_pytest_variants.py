@@ -153,3 +153,21 @@ def test_coverage_of_a_suite_with_no_mock_says_so(pytester):
     result = run(pytester, "--sd35-coverage", "-k", "not_using")
     result.assert_outcomes(passed=1, deselected=3)
     assert "no test handed the plugin a mock" in result.stdout.str()
+
+
+def test_coverage_reads_a_mock_held_by_a_fixture_of_the_suites_own(tmp_path):
+    """Our client suite's ``mock`` fixture is a RunningMock whose ``control`` is a MockControl: the plugin reads it."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           "tests/client/test_client_mock_faults.py", "-k", "download_urls_expire",
+                           "--sd35-coverage-report", str(tmp_path / "cov.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sd35 coverage" in done.stdout and "1 test(s) used the mock" in done.stdout
+    report = json.loads((tmp_path / "cov.json").read_text("utf-8"))
+    met = {m["row"]: m for m in report["met"]}
+    assert met["L22"]["examples"] == ["tests/client/test_client_mock_faults.py::test_download_urls_expire"]
