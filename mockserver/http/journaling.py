@@ -39,7 +39,10 @@ def answer_fields(req, body: bytes, response, kind: str | None) -> dict:
         if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
             fields["batch_id"] = submitted["batch_id"]
         if submitted is not None:
-            fields["body_digest"] = canonical_digest(submitted)
+            try:
+                fields["body_digest"] = canonical_digest(submitted)
+            except (ValueError, RecursionError):  # written back deeper than it was read: no digest, never a 500
+                pass
         answer = response.get_json(silent=True) if response.is_json and not response.direct_passthrough else None
         if isinstance(answer, dict) and isinstance(answer.get("id"), str):
             fields["job_id"] = answer["id"]
