@@ -221,3 +221,17 @@ def test_only_met_runs_the_variants_of_rows_the_baseline_met(tmp_path):
     assert all(r["exercised"] for r in data["runs"][1:])
     assert sorted(data["not_run"]) == sorted(v.id for v in load_variants({"L22", "L26"}))
     assert "--only-met: 4 variant(s) not run, of rows the baseline never met: L22, L26" in done.stdout
+
+
+def test_the_summary_counts_the_three_outcomes():
+    from sd35_twin.mockserver.matrix import Run, summary
+
+    def run(passed=True, exercised=None, timed_out=False, row="L22"):
+        return Run(row, "v", "e", passed, 1.0, 0 if passed else 1, "", timed_out, exercised, [])
+
+    runs = [run(row="baseline"), *[run(exercised=True)] * 16, *[run(exercised=False)] * 6,
+            run(passed=False, exercised=True), run(passed=False, exercised=False, timed_out=True)]
+    assert summary(runs, 31.04) == "17 passed, 6 not exercised, 2 FAILED in 31.0 s"
+    assert [r.result for r in runs[-3:]] == ["not exercised", "FAILED", "TIMEOUT"]
+    assert summary([run(row="baseline")], 1) == "1 passed in 1.0 s"
+    assert summary([run(passed=False, row="baseline")], 1) == "0 passed, 1 FAILED in 1.0 s"
