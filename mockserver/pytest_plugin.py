@@ -305,7 +305,10 @@ def _control_of(value: object) -> MockControl | None:
     """A fixture's value as a mock's control plane: a MockControl, or an object whose ``control`` is one."""
     if isinstance(value, MockControl):
         return value
-    control = getattr(value, "control", None) if not isinstance(value, type) else None
+    try:  # any fixture value: its attribute lookup may raise anything
+        control = getattr(value, "control", None) if not isinstance(value, type) else None
+    except Exception:  # noqa: BLE001
+        return None
     return control if isinstance(control, MockControl) else None
 
 
