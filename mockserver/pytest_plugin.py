@@ -140,8 +140,10 @@ class VariantsState:
         except ValueError as exc:
             raise pytest.UsageError(f"--sd35-variants: {exc}") from None
         # variant id ("baseline" too) -> {"passed", "not_exercised", "failed", "skipped": [nodeid]}
-        self.results: dict[str, dict[str, list[str]]] = {}
-        self._variant_of: dict[str, str] = {}   # nodeid -> variant id
+        self.results: dict[str, dict[str, list[str]]] = {
+            name: {"passed": [], "not_exercised": [], "failed": [], "skipped": []}
+            for name in ((BASELINE, *(v.id for v in self.variants)) if self.active else ())}
+        self._variant_of: dict[str, str] = {}   # nodeid -> variant id (from collection, or the reports under xdist)
         self._base_of: dict[str, str] = {}      # nodeid -> the same without the variant (to compare)
         self.report_file = config.getoption("sd35_coverage_report", None)
         self.coverage = bool(config.getoption("sd35_coverage", False) or self.report_file)
@@ -166,22 +168,26 @@ class VariantsState:
                 variant = callspec.params["sd35_variant"]
                 name = self._variant_of[item.nodeid] = BASELINE if variant is None else variant.id
                 self._base_of[item.nodeid] = _without(item.nodeid, name)
-        for name in (BASELINE, *(v.id for v in self.variants)):
-            self.results.setdefault(name, {"passed": [], "not_exercised": [], "failed": [], "skipped": []})
 
     # -- which rows a test met: read from its mocks once its call is over ------------------------------
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         outcome = yield
-        if call.when != "call" or not (self.active or self.coverage):
+        if not (self.active or self.coverage):
             return
         report = outcome.get_result()
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        variant = params.get("sd35_variant")
+        if self.active and "sd35_variant" in params:  # for pytest-xdist's controller, which never collects
+            report.sd35_variant = BASELINE if variant is None else variant.id
+        if call.when != "call":
+            return
         rows = self._rows_met(item)
         if rows is None:
             return
         report.sd35_rows = sorted(rows)
-        variant = _variant(item)
         if variant is not None and report.passed and variant.row not in rows:
             report.sd35_not_exercised = True
 
@@ -212,6 +218,9 @@ class VariantsState:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = self._variant_of.get(report.nodeid)
+        if name is None and getattr(report, "sd35_variant", None) in self.results:  # pytest-xdist's controller
+            name = self._variant_of[report.nodeid] = report.sd35_variant
+            self._base_of[report.nodeid] = _without(report.nodeid, name)
         if report.when == "call" and getattr(report, "sd35_rows", None) is not None and name in (None, BASELINE):
             self.tests_with_mock += 1
             for row in report.sd35_rows:
@@ -294,11 +303,6 @@ class VariantsState:
         if self.report_file:
             Path(self.report_file).write_text(json.dumps(table, indent=2) + "\n", "utf-8")
             tr.write_line(f"coverage report written to {self.report_file}")
-
-
-def _variant(item: pytest.Item) -> Variant | None:
-    callspec = getattr(item, "callspec", None)
-    return callspec.params.get("sd35_variant") if callspec is not None else None
 
 
 def _control_of(value: object) -> MockControl | None:

@@ -171,3 +171,13 @@ def test_coverage_reads_a_mock_held_by_a_fixture_of_the_suites_own(tmp_path):
     report = json.loads((tmp_path / "cov.json").read_text("utf-8"))
     met = {m["row"]: m for m in report["met"]}
     assert met["L22"]["examples"] == ["tests/client/test_client_mock_faults.py::test_download_urls_expire"]
+
+
+def test_under_xdist_the_summary_still_tells_each_variant(pytester):
+    """pytest-xdist's controller never collects: the variant of each result travels on its report."""
+    result = run(pytester, "-n", "2", "--sd35-variants=L17,L22", "-k", "jpeg or fixture")
+    summary = result.stdout.str()[result.stdout.str().index("sd35 variants"):]
+    assert re.search(r"^ok +baseline +2 passed, 0 failed$", summary, re.M)
+    assert re.search(r"^FAILED L17:opaque=png +0 passed, 1 failed, 1 not exercised", summary, re.M)
+    assert re.search(r"^ok +L22:ttl=1h +0 passed, 0 failed, 2 not exercised$", summary, re.M)
+    assert "test_inner.py::test_opaque_download_is_jpeg[L17:opaque=png]" in summary
