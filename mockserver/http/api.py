@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from ..openapi import openapi_document
 from ..coverage import meet
 from ..errors import FieldError, UnsupportedMediaType
+from ..openapi import openapi_document
 from ..validation import check_url_text, parse_json_body
 from .answers import job_response
 
