@@ -458,9 +458,12 @@ class ContractContext:
         return self.target.base_url + path
 
     def post_raw(self, body: bytes | str, *, api_key: str | None = None, no_key: bool = False,
-                 content_type: str = "application/json"):
-        """A deliberately malformed submit, sent as is (still under the live job cap)."""
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+                 content_type: str | None = "application/json"):
+        """A deliberately malformed submit, sent as is (still under the live job cap); ``content_type=None``
+        sends no Content-Type at all."""
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         if not no_key:
             headers["API-Key"] = self.target.api_key if api_key is None else api_key
         data = body.encode("utf-8") if isinstance(body, str) else body

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .config import MockConfig, redacted_map
+from .coverage import Coverage, meet
 from .errors import (Conflict, FieldError, ImageExpired, ImageNotReady, InvalidRequest, NoCredits, NotFound,
                      RateLimited, Unauthorized)
 from .faults import FaultInjector
@@ -28,11 +29,16 @@ from .jobs import FAILURE, PENDING, SUCCESS, Clock, Job, JobStore, JobView
 from .journal import Journal
 from .rules import Rule, RuleBook
 from .validation import GenerationRequest, RequestValidator
+from .variants import load_variants
 from .webhooks import WebhookDispatcher
 
 
 RATE_WINDOW_SECONDS = 60.0  # profile.rate_limits.requests_per_minute counts requests in this sliding window
 RATE_TRACKED_KEYS = 1_000   # keys whose recent requests are remembered: beyond it, idle keys go first
+# A download older than this meets ledger row 22 even where the profile's lifetime is longer: a variant's
+# shorter lifetime would refuse it (so a run that never meets L22 is one no L22 variant can change).
+SHORTEST_URL_LIFETIME = min(float(v.profile["urls"]["ttl_seconds"]) for v in load_variants({"L22"})
+                            if "ttl_seconds" in v.profile.get("urls", {}))
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,14 @@ class MockBackend:
         self.images = ImageCache(max_bytes=self.initial_config.image_cache_bytes)
         self.faults = FaultInjector(self.initial_config.seed)
         self.rules = RuleBook()
+        self.coverage = Coverage()  # which assumed rows the requests met (coverage.py)
         self.webhooks = WebhookDispatcher(
             timeout=self.initial_config.webhook_timeout,
             max_attempts=self.initial_config.webhook_max_attempts,
             backoff=self.initial_config.webhook_backoff,
             allow_hosts=self.initial_config.webhook_allow_hosts,
             max_records=self.initial_config.webhook_records,
-            clock=self.clock.now,
+            clock=self.clock.now, met=self.coverage.met_off_request,
         )
         self._due: list[tuple[float, str]] = []         # (due time, job id) for lifecycle "seconds"
         self._wake = threading.Condition()
@@ -110,6 +117,7 @@ class MockBackend:
             self._due.clear()
             self.clock.reset()
             self.journal.clear()
+            self.coverage.clear()
             self.webhooks.clear()
             self._requests.clear()
             self.faults.clear(self.initial_config.seed)
@@ -133,6 +141,7 @@ class MockBackend:
         if account is None:
             return
         if account[0] < cost:
+            meet("L29")  # a spent key's answer is assumed
             raise NoCredits(FieldError(
                 "API-Key", "credits",
                 f"has no credits left for this job: it costs {cost} (one per sample) and the balance is "
@@ -167,6 +176,7 @@ class MockBackend:
         while times and times[0] <= now - RATE_WINDOW_SECONDS:
             times.popleft()
         if len(times) >= limit:  # full: the oldest time leaving the window frees the next slot
+            meet("L30")  # a rate limit, and its answer, are assumed
             wait = max(1, math.ceil(times[0] + RATE_WINDOW_SECONDS - now))
             raise RateLimited(FieldError(
                 "API-Key", "rate_limit",
@@ -189,6 +199,7 @@ class MockBackend:
         if limit is None:
             return
         if self._pending_counts()[key] >= limit:
+            meet("L30")
             raise RateLimited(FieldError(
                 "API-Key", "max_pending",
                 f"has {limit} jobs PENDING, its limit: retry once one is done"), retry_after=1)
@@ -251,6 +262,7 @@ class MockBackend:
             if self._clocked(job):
                 self._schedule(job)
             finished = self.profile.get("submit", {}).get("finished", "lifecycle")
+            meet("L11")  # whether the POST answers PENDING or the finished job is assumed
             if finished == "never":  # the answer is PENDING; the job itself goes on per lifecycle
                 view = self._view(job)
                 self._progress(job)
@@ -265,10 +277,14 @@ class MockBackend:
             self._admit(owner)
             job = self.store.get(job_id)
             if job is None or job.owner_key != owner:
+                if job is not None:
+                    meet("L21")  # another key's job: that it answers as unknown is assumed
                 raise NotFound(FieldError("id", "exists", f"no job with id {job_id[:100]!r} for this key"))
             self.store.touch(job, self.clock.now())  # only its owner's reads keep a job from eviction
             job.polls += 1
             job.reads += 1
+            if job.status != PENDING:
+                meet("L28")  # a final state read again: that it never changes is assumed
             self._progress(job)
             return self._view(job)
 
@@ -282,14 +298,21 @@ class MockBackend:
             job.reads += 1
             self._progress(job)  # a due job finishes on any read; an image read is not a status poll
             if job.status != SUCCESS:
+                meet("L16")  # a queued URL read early: its answer is assumed
                 raise ImageNotReady(FieldError("url", "ready", f"the job is {job.status}; the image is served once it "
                                                                "is SUCCESS"), job_id=job.id)
             ttl = float(self.profile.get("urls", {}).get("ttl_seconds", 86_400))
-            if self.clock.now() > job.finished_at + ttl:
+            age = self.clock.now() - job.finished_at
+            if age > min(ttl, SHORTEST_URL_LIFETIME):
+                meet("L22")  # past the URL's assumed lifetime, or the shortest one a variant gives
+            if age > ttl:
                 raise ImageExpired(FieldError("url", "expired", f"download URLs expire {ttl:g} s after the job is done"),
                                    job_id=job.id)
             request, file_name = job.request, job.file_names[index]
         fmt = self.profile["urls"]["direct_link_format" if friendly else "opaque_format"]
+        meet("L27")  # served without a key, at the requested size: assumed
+        if not friendly:
+            meet("L17")  # an opaque URL's format is assumed
         spec = ImageSpec(prompt=request.prompt, negative_prompt=request.negative_prompt, width=request.width,
                          height=request.height, num_inference_steps=request.num_inference_steps,
                          guidance_scale=float(request.guidance_scale), index=index, samples=request.samples)

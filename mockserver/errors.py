@@ -12,6 +12,7 @@ that kind (``http_status[<kind>]``), so there is one place that decides what a c
     ├── NotFound                   not_found          (unknown id, or a job of another key)
     ├── ImageNotReady              image_not_ready
     ├── ImageExpired               image_expired
+    ├── UnsupportedMediaType       unsupported_media_type (a submit's Content-Type is not JSON, row 32)
     └── Conflict                   (control plane: the job is already terminal)
 """
 
@@ -87,6 +88,10 @@ class ImageNotReady(_ImageNotServed):
 
 class ImageExpired(_ImageNotServed):
     kind = "image_expired"
+
+
+class UnsupportedMediaType(MockError):
+    kind = "unsupported_media_type"
 
 
 class Conflict(MockError):

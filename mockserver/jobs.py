@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from .coverage import meet
 from .validation import GenerationRequest
 
 if TYPE_CHECKING:
@@ -103,13 +104,16 @@ class JobView:
         answer and the webhook payload are this same body."""
         body: dict = {"status": self.status, "id": self.id}
         if self.status == FAILURE:
+            meet("L24")  # that a failed job's body keeps its id is assumed
             if not profile.get("job_failure_includes_id", True):
                 del body["id"]
             body["error"] = self.error
         elif self.download_urls is not None:
             body["download_urls"] = list(self.download_urls)
-        if self.batch_id is not None and profile.get("echo_batch_id", True):
-            body["batch_id"] = self.batch_id
+        if self.batch_id is not None:
+            meet("L18")  # whether batch_id is echoed is assumed
+            if profile.get("echo_batch_id", True):
+                body["batch_id"] = self.batch_id
         return body
 
 

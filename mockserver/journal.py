@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import threading
 from collections import deque
 
@@ -47,29 +49,34 @@ class Journal:
         self._lock = threading.Lock()
         self._seq = 0
         self._counts = _Counts()
+        self._salt = os.urandom(16)  # api_key_id: a keyed digest, so a journal reader cannot test guessed keys
 
     def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
                duration_ms: float, fault: str | None = None, kind: str = "other", job_id: str | None = None,
-               batch_id: str | None = None, retry_after: str | None = None, rule: str | None = None) -> None:
+               batch_id: str | None = None, retry_after: str | None = None, rule: str | None = None,
+               rows: tuple[str, ...] = (), body_digest: str | None = None) -> int:
         """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
         ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
         (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
-        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied. Counts
-        (``counts()``) outlive the entries' cap."""
+        ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied; ``rows``: the
+        assumed ledger rows the request met (coverage.py); ``body_digest``: a submit's canonical JSON digest. Counts (``counts()``) outlive the entries' cap.
+        Returns the entry's seq."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
-        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after, rule)
+        extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after, rule,
+                 rows, body_digest)
         raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault,
                extra)
         with self._lock:
             self._seq += 1
             self._entries.append((self._seq, raw))
             self._counts.add(kind, status, batch_id)
+            return self._seq
 
     def _shape(self, seq: int, raw: tuple) -> dict:
         at, method, path, query, pairs, body, body_len, status, duration_ms, fault, extra = raw
-        kind, job_id, batch_id, retry_after, rule = extra
+        kind, job_id, batch_id, retry_after, rule, rows, body_digest = extra
         text = body.decode("utf-8", "replace")[: self.body_chars]
         entry = {
             "at": at,
@@ -83,6 +90,7 @@ class Journal:
             "duration_ms": round(duration_ms, 3),
             "seq": seq,
             "kind": kind,
+            "rows": list(rows),
         }
         if job_id is not None:
             entry["job_id"] = _text(job_id)
@@ -91,6 +99,12 @@ class Journal:
         seconds = _seconds(retry_after)
         if seconds is not None:
             entry["retry_after"] = seconds
+        key = next((v for k, v in pairs if str(k).lower() == "api-key"), None)
+        if key is not None:  # the same key, the same id; the key cannot be read back from it
+            entry["api_key_id"] = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), key=self._salt,
+                                                  digest_size=8).hexdigest()
+        if body_digest is not None:
+            entry["body_digest"] = body_digest
         if fault:
             entry["fault"] = fault
         if rule is not None:
@@ -128,7 +142,7 @@ class Journal:
 def _matches(seq: int, raw: tuple, f: dict) -> bool:
     _, method, path, _, pairs, *_rest = raw
     status, extra = raw[7], raw[10]
-    kind, job_id, batch_id, _, rule = extra
+    kind, job_id, batch_id, _, rule, _, _ = extra
     if "since" in f and seq <= f["since"]:
         return False
     if "method" in f and str(method).upper() != f["method"].upper():

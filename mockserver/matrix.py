@@ -15,7 +15,13 @@ every 10 ms. A job with a webhook finishes by the clock alone, since its app may
 A failed run is explained by the lines that say why (``explain``): TAP's ``not ok`` lines with their
 diagnostics, pytest's short test summary, then the last ``--tail`` lines.
 
-Exit codes: 0 every run passed, 1 some run failed, 2 a usage error (nothing was run).
+A variant's run is *exercised* when the app met that variant's ledger row during the run (the mock marks the
+rows its answers met: ``GET /__mock__/coverage``, ``mockserver/coverage.py``); a variant passed without meeting
+its row is "not exercised", since the app never saw the behaviour it replaces. The baseline runs first and
+alone: if it fails, the variants' results mean nothing yet, and the matrix says so first.
+
+Exit codes: 0 every run passed, 1 some run failed (or, with ``--require-exercised``, was not exercised),
+2 a usage error (nothing was run).
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .testing import launch
-from .variants import Variant, load_variants
+from .testing import MockControl, launch
+from .variants import Variant, load_variants, row_notes, rows_without_variants
 
 OUTPUT_CAP = 64 * 1024          # bytes of each run's output kept (the last ones)
 DEFAULT_PENDING_SECONDS = 0.5   # a submit answers PENDING and the job finishes soon after, in real time
@@ -45,6 +51,8 @@ DEFAULT_TAIL = 10               # lines of a failed run's end shown after the li
 EXPLAIN_LINES = 40              # at most this many explaining lines per failing test (a stack trace is cut)
 PYTEST_HEADER = re.compile(r"_{3,} \S.* _{3,}$")  # "____ test_name ____": a failing test's section in pytest
 PORT_FREE_WAIT = 15.0           # seconds to wait for a fixed port to be free again between runs
+WEBHOOK_SETTLE = 5.0            # seconds a run's mock may take to finish its webhook deliveries before coverage
+BASELINE = "baseline"
 
 
 _RUNNING: set[subprocess.Popen] = set()  # the commands running now, killed on Ctrl-C
@@ -52,7 +60,7 @@ _RUNNING: set[subprocess.Popen] = set()  # the commands running now, killed on C
 
 @dataclass
 class Run:
-    row: str | None          # None for the baseline
+    row: str                 # the variant's ledger row; "baseline" for the baseline
     variant: str
     evidence: str
     passed: bool
@@ -60,6 +68,14 @@ class Run:
     exit_code: int | None
     output: str
     timed_out: bool = False
+    exercised: bool | None = None      # the app met the variant's row (None: the baseline, or coverage unknown)
+    rows_met: list[str] | None = None  # every assumed row the app met in this run (None: unknown)
+
+    @property
+    def result(self) -> str:
+        if not self.passed:
+            return "TIMEOUT" if self.timed_out else "FAILED"
+        return "not exercised" if self.exercised is False else "passed"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your own profile, the base of every run; each variant's overlay is merged over it")
     p.add_argument("--report", metavar="FILE", help="write every run (with its output) as JSON to FILE")
     p.add_argument("--out-dir", metavar="DIR", help="also write each run's output to DIR/NN-<variant>.log")
+    p.add_argument("--require-exercised", action="store_true",
+                   help="a variant passed without the app meeting its row (\"not exercised\") fails the matrix")
+    p.add_argument("--only-met", action="store_true",
+                   help="run only the variants of rows the baseline met; the others would most likely be \"not "
+                        "exercised\" (unless the app behaves differently under a variant)")
     p.add_argument("--list", action="store_true", help="list the variants (of --rows) and exit")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     return p
@@ -147,12 +168,37 @@ def _kill_group(process: subprocess.Popen) -> None:
         pass
 
 
+def control_token(mock_args: list[str]) -> str | None:
+    """The ``--control-token`` the mocks are started with (an option passed through, or the environment's)."""
+    token = os.environ.get("SD35_MOCK_CONTROL_TOKEN")
+    for i, arg in enumerate(mock_args):
+        if arg == "--control-token" and i + 1 < len(mock_args):
+            token = mock_args[i + 1]
+        elif arg.startswith("--control-token="):
+            token = arg.split("=", 1)[1]
+    return token
+
+
+def rows_met(url: str, token: str | None) -> list[str] | None:
+    """The assumed rows the run's requests met, once the mock's webhook deliveries settled; None if the mock
+    cannot tell (``--no-control-plane``, a wrong token)."""
+    control = MockControl(url, timeout=WEBHOOK_SETTLE + 5, token=token)
+    try:
+        control.webhooks(wait=WEBHOOK_SETTLE)
+        return [entry["row"] for entry in control.coverage()["met"]]
+    except Exception:  # noqa: BLE001 - a mock that cannot say leaves coverage unknown; the run's result stands
+        return None
+    finally:
+        control.close()
+
+
 def run_one(command: list[str], variant: Variant | None, mock_args: list[str], base_profile: dict | None,
             timeout: float, workdir: Path) -> Run:
-    """One run: a fresh mock with the variant's overlay, the command against it, the mock stopped."""
-    row, name, evidence = (variant.row, variant.name, variant.evidence) if variant else (None, "baseline",
+    """One run: a fresh mock with the variant's overlay, the command against it, the rows it met, the mock
+    stopped."""
+    row, name, evidence = (variant.row, variant.name, variant.evidence) if variant else (BASELINE, BASELINE,
                                                                                           "the default profile")
-    run_id = variant.id if variant else "baseline"
+    run_id = variant.id if variant else BASELINE
     args = list(mock_args)
     profile = _merge(base_profile or {}, variant.profile if variant else {})
     if profile:
@@ -190,10 +236,13 @@ def run_one(command: list[str], variant: Variant | None, mock_args: list[str], b
         output = _tail(log)
         if timed_out:
             output += f"\n[killed: no exit within --timeout {timeout:g} s]\n"
+        met = rows_met(mock.url, control_token(mock_args))
     finally:
         mock.stop()
     passed = code == 0
-    return Run(row, name, evidence, passed, round(time.monotonic() - started, 2), code, output, timed_out)
+    exercised = None if variant is None or met is None else variant.row in met
+    return Run(row, name, evidence, passed, round(time.monotonic() - started, 2), code, output, timed_out,
+               exercised, met)
 
 
 def lifecycle_args(pending_seconds: float) -> list[str]:
@@ -246,13 +295,41 @@ def _line(cells: list[str], widths: list[int]) -> str:
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
 
-WIDTHS = [5, 22, 56, 6, 7]
+WIDTHS = [8, 22, 50, 13, 7]
 
 
 def _row_cells(run: Run) -> list[str]:
     evidence = run.evidence if len(run.evidence) <= WIDTHS[2] else run.evidence[:WIDTHS[2] - 1] + "…"
-    result = "passed" if run.passed else ("TIMEOUT" if run.timed_out else "FAILED")
-    return [run.row or "-", run.variant, evidence, result, f"{run.seconds:.1f}"]
+    return [run.row, run.variant, evidence, run.result, f"{run.seconds:.1f}"]
+
+
+def summary(runs: list[Run], seconds: float) -> str:
+    """``17 passed, 6 not exercised, 2 FAILED in 31.0 s`` (a timed-out run counts as FAILED)."""
+    counts = {"passed": 0, "not exercised": 0, "FAILED": 0}
+    for run in runs:
+        counts["FAILED" if not run.passed else run.result] += 1
+    parts = [f"{n} {word}" for word, n in counts.items() if n or word == "passed"]
+    return f"{', '.join(parts)} in {seconds:.1f} s"
+
+
+BASELINE_FAILED = ("the baseline FAILED: your command fails on the twin's defaults, so the variants' results "
+                   "mean nothing yet; make it pass on the baseline first")
+
+
+def select_rows(parser: argparse.ArgumentParser, rows: set[str]) -> list[Variant]:
+    """The variants of ``rows`` (every one without), saying why a named row has none; a usage error when no
+    named row has any, or one is no row of the file."""
+    try:
+        variants = load_variants(rows or None)
+    except ValueError as exc:
+        parser.error(f"argument --rows: {exc}")
+    if rows:
+        why_not = rows_without_variants()
+        for row in sorted(rows - {v.row for v in variants}):
+            print(f"sd35-mock matrix: {row} has no variant: {why_not.get(row, 'none listed')}", file=sys.stderr)
+        if not variants:
+            parser.error(f"argument --rows: none of {', '.join(sorted(rows))} has a variant (see above)")
+    return variants
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,10 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {r.strip() for text in args.rows for r in text.split(",") if r.strip()}
     if args.rows and not rows:
         parser.error("argument --rows: give ledger row ids, e.g. --rows L15,L05")
-    try:
-        variants = load_variants(rows or None)
-    except ValueError as exc:
-        parser.error(f"argument --rows: {exc}")
+    variants = select_rows(parser, rows)
     if args.list:
         for v in variants:
             print(_line([v.row, v.name, v.evidence], [5, 22, 0]))
@@ -313,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(_line(["row", "variant", "evidence", "result", "seconds"], WIDTHS), flush=True)
     runs: list[Run] = []
+    skipped: list[Variant] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sd35-matrix-") as tmp, \
             ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -324,28 +399,55 @@ def main(argv: list[str] | None = None) -> int:
             workdir.mkdir()
             return run_one(args.command, variant, mock_args, base_profile, args.timeout, workdir)
 
-        futures = [pool.submit(one, index, variant) for index, variant in enumerate([None, *variants])]
-        for index, future in enumerate(futures):  # the table in the matrix's order, each line once it is known
-            try:
-                run = future.result()
-            except KeyboardInterrupt:  # the commands run in their own sessions: Ctrl-C reaches only us
-                for f in futures:
-                    f.cancel()
-                for process in list(_RUNNING):
-                    _kill_group(process)
-                print("sd35-mock matrix: interrupted", file=sys.stderr)
-                return 130
+        def show(index: int, run: Run) -> None:
             runs.append(run)
             print(_line(_row_cells(run), WIDTHS), flush=True)
             if out_dir:
                 slug = "".join(c if c.isalnum() or c in "-_=." else "_" for c in run.variant)
-                (out_dir / f"{index:02d}-{run.row or 'baseline'}-{slug}.log").write_text(run.output, "utf-8")
+                (out_dir / f"{index:02d}-{run.row}-{slug}.log").write_text(run.output, "utf-8")
+
+        futures = [pool.submit(one, 0, None)]  # the baseline first, alone: the variants mean nothing without it
+        try:
+            baseline = futures[0].result()
+            show(0, baseline)
+            if not baseline.passed:
+                print(f"sd35-mock matrix: {BASELINE_FAILED}", file=sys.stderr, flush=True)
+            if args.only_met and baseline.rows_met is not None:
+                skipped = [v for v in variants if v.row not in baseline.rows_met]
+                variants = [v for v in variants if v.row in baseline.rows_met]
+            elif args.only_met:
+                print("sd35-mock matrix: --only-met: the baseline's mock could not say which rows it met; running "
+                      "every variant", file=sys.stderr)
+            futures = [pool.submit(one, index, variant) for index, variant in enumerate(variants, start=1)]
+            for index, future in enumerate(futures, start=1):  # in the matrix's order, each once it is known
+                show(index, future.result())
+        except KeyboardInterrupt:  # the commands run in their own sessions: Ctrl-C reaches only us
+            for f in futures:
+                f.cancel()
+            for process in list(_RUNNING):
+                _kill_group(process)
+            print("sd35-mock matrix: interrupted", file=sys.stderr)
+            return 130
     failed = [r for r in runs if not r.passed]
-    print(f"{len(runs) - len(failed)} of {len(runs)} runs passed in {time.monotonic() - started:.1f} s", flush=True)
+    unexercised = [r for r in runs if r.result == "not exercised"]
+    if failed and runs[0].row == BASELINE and not runs[0].passed:
+        print(BASELINE_FAILED[0].upper() + BASELINE_FAILED[1:], flush=True)
+    print(summary(runs, time.monotonic() - started), flush=True)
+    if skipped:
+        print(f"--only-met: {len(skipped)} variant(s) not run, of rows the baseline never met: "
+              + ", ".join(sorted({v.row for v in skipped})), flush=True)
+    if unexercised:
+        notes = row_notes()
+        print("\nnot exercised: the command passed these variants without meeting their row; to meet it:", flush=True)
+        for row in dict.fromkeys(r.row for r in unexercised):
+            print(f"  {row:5} {notes.get(row, {}).get('meet', '')}", flush=True)
     for run in failed:
         why = "\n".join(explain(run.output, args.tail))
         print(f"\n--- {run.row or 'baseline'} {run.variant}: "
               f"{'timed out' if run.timed_out else f'exit {run.exit_code}'} ---\n{why}", file=sys.stderr)
     if args.report:
-        Path(args.report).write_text(json.dumps({"runs": [asdict(r) for r in runs]}, indent=2) + "\n", "utf-8")
-    return 1 if failed else 0
+        Path(args.report).write_text(json.dumps({"runs": [asdict(r) for r in runs],
+                                                 "not_run": [v.id for v in skipped]}, indent=2) + "\n", "utf-8")
+    if failed or (args.require_exercised and unexercised):
+        return 1
+    return 0

@@ -20,19 +20,31 @@ Both mock fixtures are a ``sd35_twin.mockserver.testing.MockControl``: ``.url`` 
 ledger rows' variants, or exact ids like ``L17:opaque=png``) runs every test that uses ``sd35_mock``
 (directly or through another fixture), or requests ``sd35_variant``, once on the baseline and once per
 variant, with ids like ``test_x[L15:submit=202]``; the terminal summary says which variants failed which
-tests. The run's state is a ``VariantsState`` registered as the plugin ``sd35-variants-state``.
+tests. A variant's test that passed without meeting the variant's ledger row is "not exercised" (it never saw
+the behaviour the variant replaces).
+
+``--sd35-coverage`` runs the suite once on the defaults and ends with a table: each assumed ledger row, how many
+tests met it and up to three of them, and the rows no test met, each with the risk that leaves;
+``--sd35-coverage-report FILE`` writes it as JSON. A test's rows are read from the mocks its fixtures hand it:
+a ``MockControl`` (``sd35_mock``, ``sd35_mock_server``), or an object whose ``control`` is one.
+
+The run's state is a ``VariantsState`` registered as the plugin ``sd35-variants-state``.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from .config import TEST_SETTINGS, MockConfig
 from .server import start
 from .testing import MockControl, WebhookReceiver
-from .variants import Variant, load_variants
+from .variants import Variant, load_variants, row_notes
 
 STATE_PLUGIN = "sd35-variants-state"
+LINE_CHARS = 160  # a --sd35-coverage line names its tests up to this width (the JSON report has them whole)
 BASELINE = "baseline"
 
 # The session mock's settings: jobs finish on their first status poll; seeded; webhooks retry at once.
@@ -110,6 +122,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run every test that uses sd35_mock once on the baseline and once per plausible variant of the "
              "mock's assumed behaviours (mockserver/profiles/variants.json); ROWS: ledger rows or variant ids, "
              "comma-separated (L15,L05 or L17:opaque=png), default all")
+    group.addoption(
+        "--sd35-coverage", dest="sd35_coverage", action="store_true", default=False,
+        help="end with a table of the mock's assumed ledger rows: how many tests met each, and the rows no test "
+             "met with the risk that leaves (tests run once, on the defaults)")
+    group.addoption(
+        "--sd35-coverage-report", dest="sd35_coverage_report", default=None, metavar="FILE",
+        help="write the --sd35-coverage table as JSON to FILE (implies --sd35-coverage)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -148,10 +167,18 @@ class VariantsState:
             self.variants: list[Variant] = select_variants(spec) if self.active else []
         except ValueError as exc:
             raise pytest.UsageError(f"--sd35-variants: {exc}") from None
-        # variant id ("baseline" too) -> {"passed": [nodeid], "failed": [nodeid], "skipped": [nodeid]}
-        self.results: dict[str, dict[str, list[str]]] = {}
-        self._variant_of: dict[str, str] = {}   # nodeid -> variant id
+        # variant id ("baseline" too) -> {"passed", "not_exercised", "failed", "skipped": [nodeid]}
+        self.results: dict[str, dict[str, list[str]]] = {
+            name: {"passed": [], "not_exercised": [], "failed": [], "skipped": []}
+            for name in ((BASELINE, *(v.id for v in self.variants)) if self.active else ())}
+        self._variant_of: dict[str, str] = {}   # nodeid -> variant id (from collection, or the reports under xdist)
         self._base_of: dict[str, str] = {}      # nodeid -> the same without the variant (to compare)
+        self.report_file = config.getoption("sd35_coverage_report", None)
+        self.coverage = bool(config.getoption("sd35_coverage", False) or self.report_file)
+        self.is_worker = hasattr(config, "workerinput")  # pytest-xdist: the controller reports
+        self.met_by: dict[str, list[str]] = {}  # row -> baseline tests that met it
+        self.tests_with_mock = 0                # baseline tests whose rows were read
+        self._seen: dict[str, tuple[int, dict[str, int]]] = {}  # mock URL -> (resets, row counts) after a test
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if not self.active or "sd35_variant" not in metafunc.fixturenames:
@@ -169,11 +196,63 @@ class VariantsState:
                 variant = callspec.params["sd35_variant"]
                 name = self._variant_of[item.nodeid] = BASELINE if variant is None else variant.id
                 self._base_of[item.nodeid] = _without(item.nodeid, name)
-        for name in (BASELINE, *(v.id for v in self.variants)):
-            self.results.setdefault(name, {"passed": [], "failed": [], "skipped": []})
+
+    # -- which rows a test met: read from its mocks once its call is over ------------------------------
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        outcome = yield
+        if not (self.active or self.coverage):
+            return
+        report = outcome.get_result()
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        variant = params.get("sd35_variant")
+        if self.active and "sd35_variant" in params:  # for pytest-xdist's controller, which never collects
+            report.sd35_variant = BASELINE if variant is None else variant.id
+        if call.when != "call":
+            return
+        rows = self._rows_met(item)
+        if rows is None:
+            return
+        report.sd35_rows = sorted(rows)
+        if variant is not None and report.passed and variant.row not in rows:
+            report.sd35_not_exercised = True
+
+    def _rows_met(self, item: pytest.Item) -> set[str] | None:
+        """The rows the test's mocks met during it: what each mock met since its last reset if it was reset
+        since the previous test read it (or was never read), else what was added since; None without a mock."""
+        controls = {c.url: c for c in map(_control_of, item.funcargs.values()) if c is not None}
+        if not controls:
+            return None
+        rows: set[str] = set()
+        for url, control in controls.items():
+            try:
+                coverage = control.coverage()
+            except Exception:  # noqa: BLE001 - a mock without coverage (or gone) tells nothing; the test stands
+                continue
+            counts = {m["row"]: m["count"] for m in coverage["met"]}
+            resets, before = self._seen.get(url, (None, {}))
+            if resets != coverage["resets"]:
+                before = {}
+            rows |= {row for row, n in counts.items() if n > before.get(row, 0)}
+            self._seen[url] = (coverage["resets"], counts)
+        return rows
+
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):
+        if report.when == "call" and getattr(report, "sd35_not_exercised", False):
+            return "not exercised", "n", ("NOT EXERCISED", {"yellow": True})
+        return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = self._variant_of.get(report.nodeid)
+        if name is None and getattr(report, "sd35_variant", None) in self.results:  # pytest-xdist's controller
+            name = self._variant_of[report.nodeid] = report.sd35_variant
+            self._base_of[report.nodeid] = _without(report.nodeid, name)
+        if report.when == "call" and getattr(report, "sd35_rows", None) is not None and name in (None, BASELINE):
+            self.tests_with_mock += 1
+            for row in report.sd35_rows:
+                self.met_by.setdefault(row, []).append(report.nodeid)
         if name is None:
             return
         outcomes = self.results[name]
@@ -181,11 +260,14 @@ class VariantsState:
             if report.nodeid not in outcomes["failed"]:
                 outcomes["failed"].append(report.nodeid)
         elif report.when == "call" and report.passed:
-            outcomes["passed"].append(report.nodeid)
+            outcomes["not_exercised" if getattr(report, "sd35_not_exercised", False) else "passed"].append(
+                report.nodeid)
         elif report.skipped and report.nodeid not in outcomes["skipped"]:
             outcomes["skipped"].append(report.nodeid)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.coverage and not self.is_worker:
+            self._coverage_summary(terminalreporter)
         if not self.active:
             return
         tr = terminalreporter
@@ -198,6 +280,8 @@ class VariantsState:
         for name, outcomes in self.results.items():
             failed = outcomes["failed"]
             counts = f"{len(outcomes['passed'])} passed, {len(failed)} failed"
+            if outcomes["not_exercised"]:
+                counts += f", {len(outcomes['not_exercised'])} not exercised"
             if outcomes["skipped"]:
                 counts += f", {len(outcomes['skipped'])} skipped"
             variant = next((v for v in self.variants if v.id == name), None)
@@ -208,6 +292,56 @@ class VariantsState:
                 also = "  (fails on the baseline too)" if name != BASELINE and self._base_of[nodeid] \
                     in baseline_failed else ""
                 tr.write_line(f"         {nodeid}{also}")
+
+            if outcomes["not_exercised"] and name != BASELINE and variant is not None:
+                tr.write_line(f"         not exercised: {len(outcomes['not_exercised'])} test(s) passed without meeting "
+                              f"{variant.row}; to meet it: {row_notes()[variant.row]['meet']}", yellow=True)
+
+    # -- --sd35-coverage -----------------------------------------------------------------------------------------
+
+    def coverage_table(self) -> dict:
+        """The --sd35-coverage report: per guessed row, the baseline tests that met it (up to three named), and
+        the rows none met with the risk that leaves."""
+        notes = row_notes()
+        return {
+            "tests_using_the_mock": self.tests_with_mock,
+            "met": [{"row": row, "tests": len(self.met_by[row]), "examples": self.met_by[row][:3]}
+                    for row in notes if row in self.met_by],
+            "never_met": [{"row": row, "risk": notes[row]["risk"], "would_meet": notes[row]["meet"]}
+                          for row in notes if row not in self.met_by],
+        }
+
+    def _coverage_summary(self, tr) -> None:
+        table = self.coverage_table()
+        tr.write_sep("=", "sd35 coverage: which of the twin's guesses your tests met")
+        if not table["tests_using_the_mock"]:
+            tr.write_line("no test handed the plugin a mock (sd35_mock, sd35_mock_server, or a fixture whose "
+                          "'control' is a MockControl): nothing to tell")
+        else:
+            tr.write_line(f"{table['tests_using_the_mock']} test(s) used the mock")
+            tr.write_line(f"{'row':5} {'tests':>5}  up to three of them")
+            for entry in table["met"]:
+                examples = ", ".join(nodeid.rsplit("/", 1)[-1] for nodeid in entry["examples"])
+                line = f"{entry['row']:5} {entry['tests']:>5}  {examples}"
+                tr.write_line(line if len(line) <= LINE_CHARS else line[:LINE_CHARS - 1] + "…")
+            if table["never_met"]:
+                tr.write_line(f"never met ({len(table['never_met'])}): a guess your app may lean on, untested")
+                for entry in table["never_met"]:
+                    tr.write_line(f"{entry['row']:5}        {entry['risk']}", yellow=True)
+        if self.report_file:
+            Path(self.report_file).write_text(json.dumps(table, indent=2) + "\n", "utf-8")
+            tr.write_line(f"coverage report written to {self.report_file}")
+
+
+def _control_of(value: object) -> MockControl | None:
+    """A fixture's value as a mock's control plane: a MockControl, or an object whose ``control`` is one."""
+    if isinstance(value, MockControl):
+        return value
+    try:  # any fixture value: its attribute lookup may raise anything
+        control = getattr(value, "control", None) if not isinstance(value, type) else None
+    except Exception:  # noqa: BLE001
+        return None
+    return control if isinstance(control, MockControl) else None
 
 
 def _without(nodeid: str, variant_id: str) -> str:

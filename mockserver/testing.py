@@ -97,6 +97,16 @@ class MockControl:
         """``{"limits": {...}, "keys": [{"key": <redacted>, "requests_in_window": N, "pending": N}]}``."""
         return self.call("GET", "/rate-limits")
 
+    def coverage(self) -> dict:
+        """Which assumed ledger rows the requests met since start-up or reset (``GET /__mock__/coverage``):
+        ``{"met": [{"row", "count", "first_seq", "last_seq"}], "never_met": [{"row", "would_meet", "risk"}],
+        "resets": N}``."""
+        return self.call("GET", "/coverage")
+
+    def rows_met(self) -> set[str]:
+        """The ids of the assumed rows met since start-up or reset."""
+        return {entry["row"] for entry in self.coverage()["met"]}
+
     def advance(self, seconds: float) -> float:
         """Move the mock's clock on: jobs due by then finish, with no test sleeping."""
         return self.call("POST", "/clock/advance", json={"seconds": seconds})["now"]
@@ -144,19 +154,32 @@ class MockControl:
                                  + describe_requests(found))
         return found
 
-    def assert_no_duplicate_submit(self, batch_id: str | None = None, **filters: Any) -> None:
-        """No two submits with the same ``batch_id`` (submits without one are not compared); with ``batch_id``,
-        at most one submit of it. Every submit that reached the mock counts, whatever it was answered (a client
-        cannot tell that a dropped or timed-out submit created no job); ``status=200`` counts only accepted ones."""
-        found = [e for e in self.requests(kind="submit", batch_id=batch_id, **filters) if "batch_id" in e]
-        seen: dict[str, list[dict]] = {}
+    def assert_no_duplicate_submit(self, batch_id: str | None = None, status: int | None = None,
+                                   **filters: Any) -> None:
+        """No two submits of one job: none with the same API key and the same body (compared as canonical JSON:
+        key order and spacing do not matter), and none with the same ``batch_id``. Every submit counts but those
+        refused with a 4xx, which create no job (a 429 then a correct retry passes); one answered 5xx or never
+        answered counts, since a client cannot tell that it created no job. ``status=`` compares only submits
+        answered that (``status=429`` the refused ones too); ``batch_id=`` only that batch's; other filters as
+        ``requests()``. The failure lists each duplicate group and its requests."""
+        found = self.requests(kind="submit", batch_id=batch_id, status=status, **filters)
+        if status is None:
+            found = [e for e in found if not 400 <= e["status"] < 500]
+        groups: dict[tuple, list[dict]] = {}
         for entry in found:
-            seen.setdefault(entry["batch_id"], []).append(entry)
-        duplicated = {b: entries for b, entries in seen.items() if len(entries) > 1}
+            if "batch_id" in entry:
+                groups.setdefault(("batch_id", entry["batch_id"]), []).append(entry)
+            if "body_digest" in entry:
+                groups.setdefault(("body", entry.get("api_key_id"), entry["body_digest"]), []).append(entry)
+        duplicated = {group: entries for group, entries in groups.items() if len(entries) > 1}
         if duplicated:
             raise AssertionError("duplicate submits: " + "; ".join(
-                f"batch_id {b!r} submitted {len(e)} times" for b, e in duplicated.items()) + ":\n"
-                + describe_requests([e for entries in duplicated.values() for e in entries]))
+                f"batch_id {group[1]!r} submitted {len(entries)} times" if group[0] == "batch_id" else
+                f"the same body with the same key submitted {len(entries)} times "
+                f"(#{', #'.join(str(e['seq']) for e in entries)})"
+                for group, entries in duplicated.items()) + ":\n"
+                + describe_requests(sorted({e["seq"]: e for group in duplicated.values() for e in group}.values(),
+                                           key=lambda e: e["seq"])))
 
     def assert_poll_interval(self, job_id: str, at_least: float) -> None:
         """Consecutive status reads of ``job_id`` were at least ``at_least`` seconds apart (the journal's ``at``:

@@ -19,6 +19,7 @@ import jsonschema
 import re2
 from jsonschema import validators
 
+from .coverage import meet
 from .errors import FieldError, InvalidRequest
 
 REQUIRED = ("prompt", "negative_prompt", "num_inference_steps", "samples", "guidance_scale")
@@ -285,10 +286,13 @@ class RequestValidator:
         self._validator = StrictValidator(self.schema)
         self._accepts = compile_fast_check(self.schema)  # the cheap yes; jsonschema for every no
         self._order = {name: i for i, name in enumerate(self.schema["properties"])}
+        props = self.schema["properties"]
+        self._max_samples, self._max_steps = props["samples"]["maximum"], props["num_inference_steps"]["maximum"]
 
     def validate(self, body: object) -> GenerationRequest:
         if not isinstance(body, dict):
             raise InvalidRequest(FieldError("body", "type", "must be a JSON object"))
+        self._meet_bounds(body)
         errors = []
         if not self._accepts(body):  # every violation, named, ordered, only for a body that may have one
             for error in self._validator.iter_errors(body):
@@ -304,8 +308,24 @@ class RequestValidator:
             known.setdefault(name, props[name]["default"])
         return GenerationRequest(**known)
 
+    def _meet_bounds(self, body: dict) -> None:
+        """Mark the assumed rows this body's values reach (coverage.py), refused or not."""
+        if "width" in body or "height" in body:
+            meet("L08")  # the width and height bounds are assumed
+        samples, steps = body.get("samples"), body.get("num_inference_steps")
+        if _is_integer(None, samples) and samples >= self._max_samples:
+            meet("L05")  # the samples maximum: the page says 2 and 4
+        if _is_integer(None, steps) and steps >= self._max_steps:
+            meet("L09")  # the steps maximum is assumed
+        if any(name not in self._order for name in body):
+            meet("L20")  # that an unknown field is ignored is assumed
+
     def _field_errors(self, error: jsonschema.ValidationError, body: dict) -> list[FieldError]:
         rule, value = error.validator, error.validator_value
+        if rule == "type" and error.path:
+            meet("L25")  # a value a laxer API might take ("2", 2.0, null)
+        elif rule in LOWER_BOUND_RULES and error.path and error.path[0] in LOWER_BOUNDED:
+            meet("L09")  # the lower bounds are assumed
         if rule == "required":
             return [FieldError(name, "required", "is required") for name in value if name not in body]
         if rule == "additionalProperties":  # the profile's reject_unknown_fields: each one named
@@ -319,6 +339,10 @@ class RequestValidator:
             message = rule_message(rule, value, error.message[:200])
         return [FieldError(field, rule, message)]
 
+
+# Ledger row 9's lower bounds: the rules and fields a refusal under them names.
+LOWER_BOUND_RULES = ("minimum", "minLength", "pattern")
+LOWER_BOUNDED = ("samples", "num_inference_steps", "guidance_scale", "prompt")
 
 NOT_TEXT = "must be Unicode text (no lone surrogate, no bytes that are not UTF-8)"
 MAX_TEXT_ERRORS = 20  # a body can hold thousands of bad strings: name the first ones

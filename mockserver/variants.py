@@ -8,6 +8,8 @@ learn offline which unknowns their app would not survive. A row with no plausibl
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +27,9 @@ class Variant:
         return f"{self.row}:{self.name}"
 
 
+@functools.lru_cache(maxsize=1)
 def _document() -> dict:
+    """The file, read once (package data: it does not change while the mock runs). Callers copy what they keep."""
     return json.loads(resources.files(__package__).joinpath("profiles/variants.json").read_text("utf-8"))
 
 
@@ -35,7 +39,7 @@ def load_variants(rows: set[str] | None = None) -> list[Variant]:
     unknown = sorted(set(rows or ()) - set(listed))
     if unknown:
         raise ValueError(f"no variants for row(s) {', '.join(unknown)}; rows with variants: {', '.join(listed)}")
-    return [Variant(row, v["name"], v["evidence"], v.get("profile", {}))
+    return [Variant(row, v["name"], v["evidence"], copy.deepcopy(v.get("profile", {})))
             for row, entry in listed.items() if rows is None or row in rows
             for v in entry.get("variants", [])]
 
@@ -43,3 +47,9 @@ def load_variants(rows: set[str] | None = None) -> list[Variant]:
 def rows_without_variants() -> dict[str, str]:
     """Assumed rows that have no plausible alternative, with the reason."""
     return {row: entry["none"] for row, entry in _document()["rows"].items() if "none" in entry}
+
+
+def row_notes() -> dict[str, dict[str, str]]:
+    """Every guessed row (each row of the file), in the ledger's order, with ``meet`` (what a request must do
+    to meet it) and ``risk`` (what a suite that never met it leaves untested)."""
+    return {row: {"meet": entry["meet"], "risk": entry["risk"]} for row, entry in _document()["rows"].items()}

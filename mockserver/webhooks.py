@@ -134,7 +134,9 @@ class WebhookDispatcher:
 
     def __init__(self, *, timeout: float = 5.0, max_attempts: int = 3, backoff: float = 0.5,
                  allow_hosts: Iterable[str] = (), max_records: int = 1000, max_queue: int = 1000,
-                 workers: int = 2, clock: Callable[[], float] = time.time):
+                 workers: int = 2, clock: Callable[[], float] = time.time,
+                 met: Callable[[str], None] = lambda row: None):
+        """``met``: told the ledger row each time a delivery meets one (L31 one goes out, L19 one is retried)."""
         if max_records < 1 or max_queue < 1 or workers < 1:
             raise ValueError("max_records, max_queue and workers must be >= 1")
         self._cond = threading.Condition()
@@ -148,6 +150,7 @@ class WebhookDispatcher:
         self._workers = int(workers)
         self._max_queue = int(max_queue)
         self._clock = clock
+        self._met = met
         self.timeout = 5.0
         self.max_attempts = 3
         self.backoff = 0.5
@@ -368,7 +371,11 @@ class WebhookDispatcher:
                 return  # cleared while in flight: the reset wins
             self._append(d.job_id, d.url, d.attempt, outcome, status, error, at, round(duration_ms, 3), d.note,
                          d.resent)
+            if not d.resent and outcome in ("delivered", "http_error", "error"):
+                self._met("L31")  # one went out: how often and in what order calls come is assumed
             if retry and not self._closed:
+                if not d.resent:
+                    self._met("L19")  # the retry of a failed delivery is assumed
                 heapq.heappush(self._heap, replace(d, due=time.monotonic() + delay, seq=next(self._seq),
                                                    attempt=d.attempt + 1, held=False))
             if outcome in ("delivered", "http_error", "error") and not d.held:  # one was sent: the held may follow

@@ -8,7 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "sd35_twin"      # the one name an install puts on the import path (pyproject.toml)
 OURS = {"mockserver", "client", "contracts", "bench"}
-CORE = ["backend", "jobs", "validation", "config", "profile_schema", "variants", "errors", "images", "webhooks", "faults", "rules",
+CORE = ["backend", "jobs", "validation", "config", "profile_schema", "variants", "coverage", "errors", "images", "webhooks", "faults", "rules",
         "journal", "openapi"]
 
 

@@ -13,7 +13,9 @@ from sd35_twin.mockserver.variants import load_variants
 from tests.helpers import REPO
 
 FRAGILE_APP = REPO / "tests" / "data" / "fragile_app.py"
-RUN_KEYS = {"row", "variant", "evidence", "passed", "seconds", "exit_code", "output", "timed_out"}
+ONE_IMAGE_APP = REPO / "tests" / "data" / "one_image_app.py"
+RUN_KEYS = {"row", "variant", "evidence", "passed", "seconds", "exit_code", "output", "timed_out", "exercised",
+            "rows_met"}
 
 
 def matrix(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -39,14 +41,14 @@ def test_the_fragile_app_fails_exactly_where_a_submit_may_answer_success(tmp_pat
     done = matrix("--jobs", "6", "--pending-seconds", "0.2", "--report", str(tmp_path / "r.json"), "--",
                   sys.executable, str(FRAGILE_APP), "{url}")
     runs = report(tmp_path / "r.json")
-    assert runs[0]["variant"] == "baseline" and runs[0]["row"] is None and runs[0]["passed"], runs[0]["output"]
+    assert runs[0]["variant"] == "baseline" and runs[0]["row"] == "baseline" and runs[0]["passed"], runs[0]["output"]
     assert len(runs) == 1 + len(load_variants())
     failed = {f"{r['row']}:{r['variant']}" for r in runs if not r["passed"]}
     assert failed == expected, done.stdout
     assert done.returncode == (1 if expected else 0), done.stderr
     for run in runs:
         assert ("expected PENDING at submit" in run["output"]) == (not run["passed"])
-    assert "row" in done.stdout.splitlines()[0] and f"{len(runs) - len(failed)} of {len(runs)} runs passed" in done.stdout
+    assert "row" in done.stdout.splitlines()[0] and f"{len(failed)} FAILED in " in done.stdout
 
 
 PROBE = """
@@ -139,3 +141,97 @@ def test_our_client_command_line_survives_every_variant(tmp_path):
     assert len(runs) == 1 + len(load_variants())
     assert [f"{r['row']}:{r['variant']}" for r in runs if not r["passed"]] == [], done.stdout
     assert done.returncode == 0
+
+
+# -- exercised or not: which variants' rows the app met ------------------------------------------------------
+
+def runs_by_id(path) -> dict[str, dict]:
+    return {r["variant"] if r["row"] == "baseline" else f"{r['row']}:{r['variant']}": r for r in report(path)}
+
+
+def test_a_one_image_app_passes_l22_l26_l29_without_meeting_them(tmp_path):
+    done = matrix("--jobs", "3", "--rows", "L22,L26,L29", "--report", str(tmp_path / "r.json"), "--",
+                  sys.executable, str(ONE_IMAGE_APP), "{url}", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = runs_by_id(tmp_path / "r.json")
+    baseline = runs.pop("baseline")
+    assert baseline["exercised"] is None and {"L11", "L17", "L27"} <= set(baseline["rows_met"])
+    assert not {"L22", "L26", "L29"} & set(baseline["rows_met"])
+    assert {(r["passed"], r["exercised"]) for r in runs.values()} == {(True, False)}, runs
+    assert f"1 passed, {len(runs)} not exercised in " in done.stdout
+    lines = done.stdout.splitlines()
+    assert sum("not exercised" in line for line in lines if line.startswith(("L22", "L26", "L29"))) == len(runs)
+    would_meet = {line.split()[0] for line in lines[lines.index(next(l for l in lines if l.startswith("not exercised:"))):][1:]}
+    assert would_meet == {"L22", "L26", "L29"}
+    assert "clock/advance" in done.stdout  # what would meet L22
+
+    strict = matrix("--require-exercised", "--rows", "L26", "--", sys.executable, str(ONE_IMAGE_APP), "{url}")
+    assert strict.returncode == 1 and "1 passed, 1 not exercised in " in strict.stdout, strict.stdout
+
+
+def test_the_same_app_downloading_late_exercises_l22(tmp_path):
+    done = matrix("--jobs", "3", "--rows", "L22", "--report", str(tmp_path / "r.json"), "--", sys.executable,
+                  str(ONE_IMAGE_APP), "{url}", "--late", "90000", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = runs_by_id(tmp_path / "r.json")
+    assert "L22" in runs.pop("baseline")["rows_met"]
+    assert {(r["passed"], r["exercised"]) for r in runs.values()} == {(True, True)}, runs
+    assert "not exercised" not in done.stdout and f"{1 + len(runs)} passed in " in done.stdout
+
+
+def test_an_app_posting_without_content_type_fails_the_l32_variants(tmp_path):
+    done = matrix("--jobs", "3", "--rows", "L32", "--report", str(tmp_path / "r.json"), "--", sys.executable,
+                  str(ONE_IMAGE_APP), "{url}", "--no-content-type", timeout=120)
+    runs = runs_by_id(tmp_path / "r.json")
+    assert runs.pop("baseline")["passed"]
+    assert set(runs) == {"L32:content-type=415", "L32:content-type=400", "L32:content-type=422"}
+    assert {(r["passed"], r["exercised"]) for r in runs.values()} == {(False, True)}
+    assert done.returncode == 1 and "1 passed, 3 FAILED in " in done.stdout
+
+
+def test_a_failing_baseline_is_said_first_and_labelled_baseline(tmp_path):
+    done = matrix("--rows", "L05", "--report", str(tmp_path / "r.json"), "--", sys.executable, "-c",
+                  "raise SystemExit(4)")
+    assert done.returncode == 1
+    runs = report(tmp_path / "r.json")
+    assert (runs[0]["row"], runs[0]["variant"], runs[0]["passed"]) == ("baseline", "baseline", False)
+    assert done.stdout.splitlines()[1].startswith("baseline  baseline")
+    assert "None" not in done.stdout + done.stderr
+    assert done.stderr.startswith("sd35-mock matrix: the baseline FAILED: your command fails on the twin's defaults")
+    summary_at = next(i for i, line in enumerate(done.stdout.splitlines()) if " FAILED in " in line)
+    assert done.stdout.splitlines()[summary_at - 1].startswith("The baseline FAILED")
+
+
+def test_rows_without_variants_say_why(tmp_path):
+    none = matrix("--rows", "L21,L27", "--", sys.executable, "-c", "pass")
+    assert none.returncode == 2 and none.stdout == ""
+    assert "L21 has no variant: An app only reads ids its own key got" in none.stderr
+    assert "L27 has no variant:" in none.stderr and "none of L21, L27 has a variant" in none.stderr
+    some = matrix("--rows", "L05,L21", "--report", str(tmp_path / "r.json"), "--", sys.executable, "-c", "pass")
+    assert some.returncode == 0 and "L21 has no variant" in some.stderr
+    assert [r["row"] for r in report(tmp_path / "r.json")] == ["baseline", "L05"]
+
+
+def test_only_met_runs_the_variants_of_rows_the_baseline_met(tmp_path):
+    done = matrix("--only-met", "--jobs", "3", "--rows", "L11,L22,L26", "--report", str(tmp_path / "r.json"), "--",
+                  sys.executable, str(ONE_IMAGE_APP), "{url}", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r.json").read_text("utf-8"))
+    assert [r["row"] for r in data["runs"]] == ["baseline", "L11", "L11"]
+    assert all(r["exercised"] for r in data["runs"][1:])
+    assert sorted(data["not_run"]) == sorted(v.id for v in load_variants({"L22", "L26"}))
+    assert "--only-met: 4 variant(s) not run, of rows the baseline never met: L22, L26" in done.stdout
+
+
+def test_the_summary_counts_the_three_outcomes():
+    from sd35_twin.mockserver.matrix import Run, summary
+
+    def run(passed=True, exercised=None, timed_out=False, row="L22"):
+        return Run(row, "v", "e", passed, 1.0, 0 if passed else 1, "", timed_out, exercised, [])
+
+    runs = [run(row="baseline"), *[run(exercised=True)] * 16, *[run(exercised=False)] * 6,
+            run(passed=False, exercised=True), run(passed=False, exercised=False, timed_out=True)]
+    assert summary(runs, 31.04) == "17 passed, 6 not exercised, 2 FAILED in 31.0 s"
+    assert [r.result for r in runs[-3:]] == ["not exercised", "FAILED", "TIMEOUT"]
+    assert summary([run(row="baseline")], 1) == "1 passed in 1.0 s"
+    assert summary([run(passed=False, row="baseline")], 1) == "0 passed, 1 FAILED in 1.0 s"

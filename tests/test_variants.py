@@ -167,18 +167,29 @@ def see_body_too_large(mock):
     return submit(mock, {**BODY, "prompt": "x" * (1_100_000)}).status_code
 
 
+def see_content_type(mock):
+    """L32: a JSON body sent with no Content-Type, as text/plain, as a form type, and as JSON; and the field the
+    first answer's errors name."""
+    raw = json.dumps(BODY)
+    answers = [requests.post(f"{mock.url}/sd3_5/v1", data=raw, headers={**KEY, **extra}, timeout=10)
+               for extra in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"},
+                             {"Content-Type": "application/json; charset=utf-8"})]
+    named = [e["field"] for e in answers[0].json().get("errors", [])]
+    return (*(a.status_code for a in answers), named)
+
+
 SEE = {"L05": see_limits, "L08": see_limits, "L09": see_limits, "L11": see_submit_outcome,
        "L15": see_pending_codes, "L16": see_queued_download, "L17": see_opaque_image, "L18": see_batch_id,
        "L20": see_unknown_field, "L22": see_expiry, "L23": see_rejection, "L24": see_job_failure,
        "L26": see_body_too_large, "L29": see_no_credits,
-       "L30": see_rate_limited}
+       "L30": see_rate_limited, "L32": see_content_type}
 
 # What each variant shows where the default showed BASELINE[row].
 BASELINE = {"L05": (400, 200, 200, 400), "L11": ("SUCCESS", "PENDING", "SUCCESS"), "L15": (200, 200, 200),
             "L16": 404, "L17": (200, "image/jpeg", b"\xff\xd8\xff\xe0"), "L18": ["batch_id", "download_urls", "id", "status"],
             "L20": (200, []), "L22": (200, 200, 404), "L23": (400, ["error"], "samples"),
             "L24": ["error", "id", "status"], "L26": 413, "L29": (402, "FAILURE"),
-            "L30": (429, "60", "rate_limit")}
+            "L30": (429, "60", "rate_limit"), "L32": (200, 200, 200, 200, [])}
 BASELINE["L08"] = BASELINE["L09"] = BASELINE["L05"]
 EXPECTED = {
     "L05:samples<=4": (200, 200, 200, 400),
@@ -203,6 +214,9 @@ EXPECTED = {
     "L24:failure-without-id": ["error", "status"],
     "L26:too-large=400": 400,
     "L30:rate_limited=503": (503, "60", "rate_limit"),
+    "L32:content-type=415": (415, 415, 415, 200, ["Content-Type"]),
+    "L32:content-type=400": (400, 400, 400, 200, ["Content-Type"]),
+    "L32:content-type=422": (422, 422, 422, 200, ["Content-Type"]),
 }
 
 

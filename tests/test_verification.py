@@ -127,11 +127,11 @@ def test_assert_submits(sd35_mock, valid_request):
 def test_assert_no_duplicate_submit(sd35_mock, valid_request):
     submit(sd35_mock, valid_request, batch_id="once")
     submit(sd35_mock, valid_request)
-    submit(sd35_mock, valid_request)          # no batch_id: not compared
+    submit(sd35_mock, {**valid_request, "prompt": "another"})  # another body: another job
     sd35_mock.assert_no_duplicate_submit()
     sd35_mock.assert_no_duplicate_submit(batch_id="once")
     submit(sd35_mock, valid_request, batch_id="twice")
-    submit(sd35_mock, valid_request, batch_id="twice")
+    submit(sd35_mock, {**valid_request, "prompt": "not the same"}, batch_id="twice")  # one batch_id: one job
     sd35_mock.assert_no_duplicate_submit(batch_id="once")
     with pytest.raises(AssertionError) as failure:
         sd35_mock.assert_no_duplicate_submit()
@@ -140,6 +140,40 @@ def test_assert_no_duplicate_submit(sd35_mock, valid_request):
     assert "batch_id='twice'" in message and "'once'" not in message
     with pytest.raises(AssertionError, match="'twice' submitted 2 times"):
         sd35_mock.assert_no_duplicate_submit(batch_id="twice")
+
+
+def test_two_identical_submits_without_batch_id_are_duplicates(sd35_mock, valid_request):
+    submit(sd35_mock, valid_request)
+    reordered = dict(reversed(list(valid_request.items())))  # the same JSON, its keys in another order
+    assert json.dumps(reordered) != json.dumps(valid_request)
+    submit(sd35_mock, reordered)
+    with pytest.raises(AssertionError) as failure:
+        sd35_mock.assert_no_duplicate_submit()
+    message = str(failure.value)
+    assert "the same body with the same key submitted 2 times" in message
+    assert message.count("POST /sd3_5/v1 -> 200") == 2
+
+
+def test_the_same_body_from_two_keys_is_two_jobs(sd35_mock, valid_request):
+    submit(sd35_mock, valid_request, key=KEY_A)
+    submit(sd35_mock, valid_request, key=KEY_B)
+    sd35_mock.assert_no_duplicate_submit()
+    entries = sd35_mock.requests(kind="submit")
+    assert entries[0]["body_digest"] == entries[1]["body_digest"]
+    assert entries[0]["api_key_id"] != entries[1]["api_key_id"]
+    assert KEY_A not in json.dumps(entries) and KEY_B not in json.dumps(entries)
+
+
+def test_a_refused_submit_then_a_retry_is_no_duplicate(sd35_mock, valid_request):
+    sd35_mock.fault(endpoint="submit", type="status", status=429, times=2)
+    assert submit(sd35_mock, valid_request, batch_id="b").status_code == 429
+    assert submit(sd35_mock, valid_request, batch_id="b").status_code == 429
+    assert submit(sd35_mock, valid_request, batch_id="b").status_code == 200
+    sd35_mock.assert_no_duplicate_submit()           # a 4xx created no job: one submit of the job
+    sd35_mock.assert_no_duplicate_submit(status=200)
+    with pytest.raises(AssertionError, match="batch_id 'b' submitted 2 times") as failure:
+        sd35_mock.assert_no_duplicate_submit(status=429)  # asked for: the refused ones are compared too
+    assert str(failure.value).count("-> 429") == 2 and "-> 200" not in str(failure.value)
 
 
 def test_assert_no_duplicate_submit_can_count_accepted_submits_only(sd35_mock, valid_request):

@@ -15,6 +15,7 @@ from werkzeug.routing import BaseConverter
 
 from ..backend import MockBackend
 from ..config import MockConfig
+from ..coverage import collect, meet, stop_collecting
 from ..errors import FieldError, MockError
 from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, status_for, status_line
 from .api import HEALTH_PATH, api
@@ -51,6 +52,11 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
         ctx.started = time.monotonic()
         ctx.fault = ctx.rule = None
+        if request.path.startswith("/__mock__"):  # the control plane meets no row: it is not the app
+            ctx.rows = None
+        else:  # the assumed rows this request meets (coverage.py): its journal entry's ``rows``
+            ctx.rows = []
+            ctx.rows_token = collect(ctx.rows)
         url_rule = request.url_rule
         ctx.kind = kind = api_endpoint_kind(url_rule.endpoint if url_rule else "")
         if kind:
@@ -71,13 +77,22 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
                     environ.get("wsgi.input_terminated") else b""
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
                 body = b""
-            backend.journal.record(
+            rows = ctx.get("rows") or ()
+            seq = backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None,
+                rule=ctx.rule.id if ctx.get("rule") else None, rows=tuple(rows),
                 **answer_fields(req, body, response, ctx.get("kind"), ctx),
             )
+            if rows:
+                backend.coverage.add(rows, seq)
         return response
+
+    @app.teardown_request
+    def stop_marking(_error):
+        token = g.get("rows_token")
+        if token is not None:
+            stop_collecting(token)
 
     @app.after_request
     def reason_phrase(response: Response) -> Response:
@@ -91,6 +106,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         200 can never make a refused control call look applied."""
         if request.path.startswith("/__mock__"):
             return failure_response(errors, status or DEFAULT_STATUS.get(kind, 400))
+        meet("L23")  # a rejection's status code and where its text goes are assumed
         profile = backend.profile
         return failure_response(errors, status or status_for(profile, kind), rejection_text_key(profile))
 
@@ -107,6 +123,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         if code in HTTP_ERRORS:
             field, rule, message, kind = HTTP_ERRORS[code]
             if code == 413:
+                meet("L26")  # the body size cap, and its answer, are assumed
                 message = f"is too large: at most {backend.config.max_body_bytes} bytes"
             response = refusal([FieldError(field, rule, message)], kind)
         else:  # werkzeug's other refusals keep their own code

@@ -12,13 +12,15 @@ import json
 
 from flask import Response
 
+from ..coverage import meet
 from ..errors import FieldError
 from ..jobs import FAILURE, PENDING, SUCCESS, JobView
 
 # When a profile does not name a kind's status.
 DEFAULT_STATUS = {"submit_pending": 200, "poll_pending": 200, "success": 200, "job_failure": 200, "invalid": 400, "unauthorized": 401,
                   "no_credits": 402, "rate_limited": 429, "not_found": 404, "image_not_ready": 404, "image_expired": 404, "body_too_large": 413,
-                  "method_not_allowed": 405, "conflict": 409}
+                  "method_not_allowed": 405, "conflict": 409,
+                  "unsupported_media_type": 415}
 JOB_KINDS = {PENDING: "poll_pending", SUCCESS: "success", FAILURE: "job_failure"}
 SUBMIT_KINDS = {**JOB_KINDS, PENDING: "submit_pending"}
 
@@ -50,6 +52,8 @@ def json_response(data: object, status: int = 200) -> Response:
 def job_response(view: JobView, profile: dict, *, submit: bool = False) -> Response:
     """A job as the provider answers it (the same body its webhook carries); ``submit``: the POST's answer,
     whose PENDING has its own status (``submit_pending``, else ``poll_pending``)."""
+    if view.status == PENDING:
+        meet("L15")  # a PENDING answer's status code is assumed
     return json_response(view.body(profile), status_for(profile, (SUBMIT_KINDS if submit else JOB_KINDS)[view.status]))
 
 

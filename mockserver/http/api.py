@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from ..errors import ImageExpired, ImageNotReady
+from ..coverage import meet
+from ..errors import FieldError, ImageExpired, ImageNotReady, UnsupportedMediaType
 from ..openapi import openapi_document
 from ..validation import check_url_text, parse_json_body
 from .answers import job_response
@@ -31,10 +32,23 @@ def submit():
     backend = _backend()
     key = request.headers.get("API-Key")
     backend.authenticate(key)  # a bad key is 401 before the body is even read
+    check_content_type(request.mimetype, backend.profile)
     body = g.submitted = parse_json_body(request.get_data(cache=True))  # the journal hook reads its batch_id
     view = backend.submit(key, body, request.host_url, rule=g.rule)
     g.job_id = view.id  # and the id answered, without parsing the answer again
     return job_response(view, backend.profile, submit=True)
+
+
+def check_content_type(mimetype: str, profile: dict) -> None:
+    """Ledger row 32: a body sent without a JSON Content-Type (none, text/plain, a form type) is read as JSON
+    unless the profile's ``require_json_content_type`` refuses it, naming Content-Type."""
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return
+    meet("L32")  # whether the live API reads a body of another type is assumed
+    if profile.get("require_json_content_type"):
+        sent = f"it is {mimetype[:100]!r}" if mimetype else "none was sent"
+        raise UnsupportedMediaType(FieldError(
+            "Content-Type", "json", f"must be application/json ({sent}): send the body as JSON with that header"))
 
 
 @api.get("/sd3_5/v1/status/<anything:job_id>")

@@ -123,6 +123,13 @@ def rate_limits():
     return jsonify(_backend().rate_limits())
 
 
+@control.get("/coverage")
+def coverage():
+    """Which assumed ledger rows the app's requests met since start-up or reset (how often, the journal seq of
+    the first and last time), and which they never met, each with what would meet it (coverage.py)."""
+    return jsonify(_backend().coverage.report())
+
+
 @control.post("/clock/advance")
 def advance_clock():
     seconds = _json_object().get("seconds")

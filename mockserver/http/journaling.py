@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 
 
@@ -32,9 +33,10 @@ def _header_name(environ_key: str) -> str:
 def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dict:
     """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
     (a status path's, or ``ctx.job_id``: the job a submit made or a download URL belongs to, whatever a fault
-    then did to the answer), a submit's ``batch_id`` and the answer's ``Retry-After``. ``ctx`` (flask's ``g``):
-    what the submit route already parsed (``submitted``) is read rather than parsed again; the body is parsed only
-    where the route did not get that far."""
+    then did to the answer), a submit's ``batch_id`` and ``body_digest`` (of its canonical JSON, so two submits of
+    one body compare equal whatever their key order, spacing or length past the journal's cut) and the answer's
+    ``Retry-After``. ``ctx`` (flask's ``g``): what the submit route already parsed (``submitted``) is read rather
+    than parsed again; the body is parsed only where the route did not get that far."""
     ctx = ctx if ctx is not None else {}
     fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
     job_id = ctx.get("job_id")
@@ -51,7 +53,18 @@ def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dic
                 submitted = None
         if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
             fields["batch_id"] = submitted["batch_id"]
+        if submitted is not None:
+            try:
+                fields["body_digest"] = canonical_digest(submitted)
+            except (ValueError, RecursionError):  # written back deeper than it was read: no digest, never a 500
+                pass
     return fields
 
 
 _UNREAD = object()
+
+
+def canonical_digest(document: object) -> str:
+    """SHA-256 of a JSON document written canonically (keys sorted, no spaces)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
