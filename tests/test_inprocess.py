@@ -96,7 +96,9 @@ def test_control_plane_as_usual_configure_rules_faults_assertions(sd35_inprocess
     sd35_inprocess.fault(endpoint="submit", type="status", status=503, retry_after=1)
     assert requests.post(f"{API}/sd3_5/v1", json=REQ, headers=KEY).status_code == 503
     sd35_inprocess.assert_submits(3)
-    sd35_inprocess.assert_no_duplicate_submit()
+    sd35_inprocess.assert_no_duplicate_submit(status=200)   # the 503 resent REQ: by default that counts
+    with pytest.raises(AssertionError, match="the same body with the same key submitted 2 times"):
+        sd35_inprocess.assert_no_duplicate_submit()
     assert [e["fault"] for e in sd35_inprocess.requests(kind="submit") if e.get("fault")] == ["status"]
 
 

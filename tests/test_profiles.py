@@ -184,7 +184,7 @@ def _plausible(path: tuple):
         return st.sampled_from(["lifecycle", "always", "never", "sometimes"])
     if key == "rejection_text_key":
         return st.sampled_from(["error", "message", "detail", "msg"])
-    if key == "reject_unknown_fields":
+    if key in ("reject_unknown_fields", "require_json_content_type"):
         return st.booleans()
     if path[1] in ("width", "height"):
         return st.sampled_from([0, 1, 8, 64, 256, 1000, 1024, 1536, MAX_SIDE, MAX_SIDE + 8, 8192])
