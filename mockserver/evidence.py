@@ -73,13 +73,14 @@ ROWS: dict[str, tuple[str, str | None]] = {
     "L28": ("terminal states", None),
     "L29": ("key without credits", "http_status.no_credits"),
     "L30": ("rate limits", "http_status.rate_limited"),
+    "L32": ("request Content-Type", "require_json_content_type"),
 }
 
 # Which rows a status code of each kind speaks for (the profile's http_status keys).
 KIND_ROWS = {"submit_pending": ("L15",), "poll_pending": ("L15",), "success": ("L15",), "job_failure": ("L15",),
              "invalid": ("L15", "L23"), "unauthorized": ("L15",), "not_found": ("L15",),
              "image_not_ready": ("L16",), "image_expired": ("L22",), "body_too_large": ("L26",),
-             "no_credits": ("L29",), "rate_limited": ("L30",)}
+             "no_credits": ("L29",), "rate_limited": ("L30",), "unsupported_media_type": ("L32",)}
 
 
 def load_default_profile() -> dict:
@@ -180,6 +181,11 @@ class Exchange:
     who: str = ""                      # key_fingerprint() of the request's key
     image: dict | None = None          # a download: {"type", "width", "height", "decodable"}
     at: float = field(default_factory=time.time)     # when it was sent (wall time, as recordings say)
+    request_type: str | None = None    # a submit's Content-Type as sent ("" for none); None when not recorded
+
+
+def is_json_type(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
 
 
 @dataclass
@@ -222,8 +228,13 @@ def exchange_from_entry(entry: Mapping, evidence: "Evidence", who: str = "") -> 
         return Exchange("download", status, headers=headers, job_id=job, url=url, image=resp.get("image"),
                         body=answer if not 200 <= status < 300 else None, who=who, at=at)
     if method == "POST" and path.endswith(SUBMIT_PATH):
+        sent_headers = req.get("headers")
+        request_type = None
+        if isinstance(sent_headers, Mapping):
+            request_type = next((str(v) for k, v in sent_headers.items() if str(k).lower() == "content-type"), "")
+            request_type = request_type.split(";")[0].strip().lower()
         return Exchange("submit", status, request=request_json, request_bytes=size, body=answer, headers=headers,
-                        who=who, at=at)
+                        who=who, at=at, request_type=request_type)
     if method == "GET" and STATUS_PREFIX in path:
         return Exchange("status", status, body=answer, headers=headers, who=who, at=at,
                         job_id=unquote(path.rsplit("/", 1)[-1]))
@@ -257,6 +268,9 @@ def classify_failure(ex: Exchange) -> str | None:
         return "rate_limited"
     if ex.status >= 500:     # a server's own trouble (or a gateway's) says nothing of the request's rows
         return None
+    if ex.kind == "submit" and ex.request_type is not None and not is_json_type(ex.request_type) and (
+            ex.status == 415 or any(f.lower() == "content-type" for f, _ in rules) or "content-type" in text):
+        return "unsupported_media_type"
     if any(r == "credits" for _, r in rules) or "credit" in text:
         return "no_credits"
     if any(f == "API-Key" for f, _ in rules) or any(w in text for w in ("api-key", "api key", "apikey",
@@ -474,6 +488,11 @@ class Evidence:
                 if accepted or named:
                     out.append(_compare("L20", "reject_unknown_fields", not accepted, p,
                                         f"a submit with unknown field(s) {unknown[:3]}: refused ="))
+        if ex.request_type is not None and not is_json_type(ex.request_type) and (
+                accepted or kind == "unsupported_media_type"):
+            sent = repr(ex.request_type) if ex.request_type else "no Content-Type"
+            out.append(_compare("L32", "require_json_content_type", not accepted, p,
+                                f"a submit with {sent[:60]}: refused ="))
         if kind == "invalid":
             key = next((k for k in ("error", "message", "detail") if isinstance(body.get(k), (str, list))
                         and body.get(k)), None)

@@ -41,10 +41,11 @@ def drive(proxy_url: str, upstream_url: str, downloads: Path) -> None:
     http = requests.Session()
     control = MockControl(upstream_url)
 
-    def post(body, key=KEY, raw: bytes | None = None):
+    def post(body, key=KEY, raw: bytes | None = None, content_type: str | None = "application/json"):
         data = raw if raw is not None else json.dumps(body).encode()
+        typed = {"Content-Type": content_type} if content_type else {}
         return http.post(f"{proxy_url}/sd3_5/v1", data=data, timeout=30, allow_redirects=False,
-                         headers={"API-Key": key, "Content-Type": "application/json"})
+                         headers={"API-Key": key, **typed})
 
     def status(job_id, key=KEY):
         return http.get(f"{proxy_url}/sd3_5/v1/status/{job_id}", headers={"API-Key": key}, timeout=30)
@@ -91,6 +92,7 @@ def drive(proxy_url: str, upstream_url: str, downloads: Path) -> None:
         post({**BASE, "width": side, "height": side})
 
     post({**BASE, "colour": "red"})                                  # an unknown field
+    post(BASE, content_type=None)                                     # JSON sent without its Content-Type
     post(BASE, key="not-a-key-of-this-app")                           # a bad key
     status("no-such-job-0001")                                        # an unknown id
     post(None, raw=json.dumps({**BASE, "prompt": "x" * (1024 * 1024 + 16)}).encode())   # a body over 1 MiB

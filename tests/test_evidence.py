@@ -128,3 +128,26 @@ def test_a_refusal_answered_200_drifts_l15_and_a_server_error_says_nothing():
     assert ev.learned(["L15"]) == {"http_status": {"invalid": 200}}
     other = Evidence()
     assert [r for r in other.read(submit(500, {"status": "FAILURE", "error": "prompt service down"})) if r.row == "L15"] == []
+
+
+def test_a_submit_typed_other_than_json_reads_l32_accepted_or_refused():
+    held = Evidence()
+    (reading,) = [r for r in held.read(submit(200, {"status": "PENDING", "id": "j"}, request_type="")) if r.row == "L32"]
+    assert reading.held and reading.text == "L32: a submit with no Content-Type: refused = false"
+    refused = Evidence()
+    readings = refused.read(submit(400, {"status": "FAILURE", "error": "Content-Type: must be application/json"},
+                                   request_type="text/plain"))
+    assert sorted((r.row, r.held) for r in readings if r.row == "L32") == [("L32", False), ("L32", False)]
+    assert refused.learned() == {"require_json_content_type": True, "http_status": {"unsupported_media_type": 400}}
+    typed = Evidence()   # sent as JSON, or not recorded: nothing to say of L32
+    assert not [r for r in typed.read(submit(200, {"status": "PENDING", "id": "j"}, request_type="application/json"))
+                + typed.read(submit(200, {"status": "PENDING", "id": "k"})) if r.row == "L32"]
+
+
+def test_a_recorded_submit_keeps_the_type_it_was_sent_with():
+    entry = {"request": {"method": "POST", "path": "/sd3_5/v1", "headers": {"content-type": "Text/Plain; charset=x"},
+                         "body": BASE},
+             "response": {"status": 200, "headers": {}, "body": {"status": "PENDING", "id": "j"}}}
+    assert exchange_from_entry(entry, Evidence()).request_type == "text/plain"
+    del entry["request"]["headers"]
+    assert exchange_from_entry(entry, Evidence()).request_type is None

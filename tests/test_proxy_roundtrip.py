@@ -62,7 +62,7 @@ def test_a_default_upstream_shows_zero_drift(baseline, tmp_path):
     seen = {row["id"] for row in report["rows"] if row["result"] == "held"}
     # the traffic reaches every row the proxy can read
     assert {"L05", "L06", "L07", "L08", "L09", "L11", "L12", "L13", "L14", "L15", "L16", "L17", "L18", "L20",
-            "L22", "L23", "L24", "L26", "L27", "L29", "L30"} <= seen
+            "L22", "L23", "L24", "L26", "L27", "L29", "L30", "L32"} <= seen
     assert report["profile_hint"] == {}
     assert contracts_main(["drift", str(path), str(path)]) == 0
 
