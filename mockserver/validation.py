@@ -40,7 +40,8 @@ PATTERN_MESSAGES = {
 # Whitespace spelled out as ECMA-262 defines \s: Python's \s also takes U+001C..U+001F and U+0085, so a
 # pattern with \s would mean one thing here and another to every OpenAPI tool reading /openapi.json.
 WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-PROMPT_PATTERN = f"[^{WHITESPACE}]"
+# Anchored, so it means the same under re.match (openapi-generator's clients) as under JSON Schema's search.
+PROMPT_PATTERN = f"^[{WHITESPACE}]*[^{WHITESPACE}]"
 WEBHOOK_PATTERN = f"^[Hh][Tt][Tt][Pp][Ss]?://[^{WHITESPACE}/?#]+([/?#][^{WHITESPACE}]*)?$"
 
 
