@@ -155,7 +155,9 @@ def test_a_stop_signal_ends_the_mock_at_once_with_exit_0(signal_name):
     started = time.monotonic()
     mock.process.send_signal(getattr(signal, signal_name))
     assert mock.process.wait(timeout=10) == 0
-    assert time.monotonic() - started < 1.0
+    # Well before docker's 10 s, and before the 15 s a kept-alive idle connection could hold it; not "< 1 s":
+    # a loaded machine takes longer than that to tear an interpreter down, and that is no bug.
+    assert time.monotonic() - started < 5.0
     session.close()
 
 
@@ -172,4 +174,4 @@ def test_sigterm_ends_the_mock_as_pid_1():
     started = time.monotonic()
     os.kill(int(child), signal.SIGTERM)
     assert mock.process.wait(timeout=10) == 0  # unshare exits with its child's code
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # well before docker's 10 s (see above)
