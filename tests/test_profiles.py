@@ -139,7 +139,7 @@ def test_a_bad_profile_at_start_up_exits_2_naming_the_key(tmp_path, how):
                           timeout=20, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert "profile" in line and "http_status.pending" in line
+    assert ("--profile" if how == "option" else "SD35_MOCK_PROFILE:") in line and "http_status.pending" in line
 
 
 # -- any override: applied whole, or refused naming a profile key with nothing changed ----------------------
