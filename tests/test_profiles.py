@@ -211,7 +211,7 @@ def profile_overrides(draw) -> dict:
     return override
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(overrides=profile_overrides(), file_prefix=st.sampled_from([None, "fox_", "a" * 40 + "!"]))
 def test_any_profile_is_applied_whole_or_refused_naming_its_keys(sd35_mock_server, overrides, file_prefix):
     mock = sd35_mock_server

@@ -33,7 +33,7 @@ http_schema = schemathesis.openapi.from_dict(openapi_document(CONFIG.profile))
 
 
 @http_schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_http_conforms(http_mock, case):
     case.call_and_validate(base_url=http_mock.url, headers={"API-Key": KEY})
 
