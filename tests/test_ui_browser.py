@@ -277,3 +277,24 @@ def test_the_page_refreshes_itself_but_not_while_typing(browser, fresh):
     wait(browser, lambda d: d.find_element(By.NAME, "batch_id").clear() or True)
     click(browser, "h1")  # leave the field: refreshing resumes
     wait(browser, lambda d: len(tiles(d)) == 1)
+
+
+def test_an_element_found_before_a_refresh_is_stale_after_it(browser, fresh):
+    """Why every step above finds its element anew: a refresh replaces #main, and a reference kept from before
+    it is stale (the known flake: clear() blurred a field, a refresh came, send_keys hit the old one)."""
+    browser.get(f"{fresh.url}/__mock__/ui")
+    kept = wait(browser, lambda d: d.find_element(By.NAME, "batch_id"))
+    browser.execute_script("document.dispatchEvent(new Event('visibilitychange'))")  # the page refreshes now
+
+    def stale(_driver) -> bool:
+        try:
+            kept.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        return False
+
+    wait(browser, stale)
+    with pytest.raises(StaleElementReferenceException):
+        kept.send_keys("lost")
+    type_into(browser, "[name=batch_id]", "typed", clear=True)
+    assert read(browser, lambda d: d.find_element(By.NAME, "batch_id").get_attribute("value")) == "typed"
