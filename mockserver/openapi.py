@@ -39,6 +39,7 @@ REFUSALS = {
     "unauthorized": "Missing or unknown API-Key",
     "no_credits": "The key has no credits left for this job (mock: --credits)",
     "rate_limited": "Over the key's rate limit (profile rate_limits): retry after Retry-After seconds",
+    "unsupported_media_type": "The body's Content-Type is not application/json",
     "body_too_large": "Body over the size cap",
     "not_found": "No such job or image for this key",
     "image_not_ready": "The job is not SUCCESS yet",
@@ -91,6 +92,14 @@ def rate_limited(profile: dict) -> bool:
     return any(value is not None for value in (profile.get("rate_limits") or {}).values())
 
 
+# Kinds a profile setting turns on: documented only under a profile that turns them on, as the twin answers
+# them only then. (L32's, the request's Content-Type, is switched by require_json_content_type.)
+SWITCHED = {
+    "rate_limited": rate_limited,
+    "unsupported_media_type": lambda profile: bool(profile.get("require_json_content_type")),
+}
+
+
 def job_answers(profile: dict, submit: bool) -> list[str]:
     """The job kinds an operation answers: a POST whose profile never finishes a job at once answers only
     PENDING, one that always does never answers it."""
@@ -110,8 +119,7 @@ def responses(profile: dict, answers: list[str], refusals: list[str], success: d
     kinds with one code: their descriptions are joined, and their bodies are either schema). ``success``: the
     200 of a download (an image), which no profile moves."""
     codes = profile["http_status"]
-    if not rate_limited(profile):
-        refusals = [kind for kind in refusals if kind != "rate_limited"]
+    refusals = [kind for kind in refusals if kind not in SWITCHED or SWITCHED[kind](profile)]
     by_code: dict[str, list[str]] = {}
     if success is not None:
         by_code["200"] = []

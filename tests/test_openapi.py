@@ -169,3 +169,16 @@ def test_the_prompt_pattern_means_the_same_under_match_and_search(prompt, ok):
     answer = create_app(MockConfig(lifecycle="immediate")).test_client().post(
         "/sd3_5/v1", json={**BODY, "prompt": prompt}, headers={"API-Key": "k"})
     assert (answer.status_code == 200) is ok
+
+
+def test_a_kind_a_profile_switch_turns_on_is_documented_only_when_it_is_on():
+    """A refusal the profile names but never answers (the Content-Type row's, off by default) is not described;
+    turned on, it is, on the submit, at the code the profile gives it."""
+    from sd35_twin.mockserver.openapi import openapi_document as document
+
+    profile = load_profile()
+    off = dict(profile, http_status=dict(profile["http_status"], unsupported_media_type=415))
+    on = dict(off, require_json_content_type=True)
+    assert "415" not in document(off)["paths"]["/sd3_5/v1"]["post"]["responses"]
+    assert "Content-Type" in document(on)["paths"]["/sd3_5/v1"]["post"]["responses"]["415"]["description"]
+    assert "415" not in document(on)["paths"]["/sd3_5/v1/status/{id}"]["get"]["responses"]
