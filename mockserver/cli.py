@@ -36,8 +36,14 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
-# The lifecycle's three timings: one of them, from the command line or else from the environment.
+# The lifecycle's timings, from the command line or else (none there) from the environment.
 LIFECYCLE_OPTIONS = ("pending_seconds", "pending_polls", "manual")
+# Pairs of them that cannot both hold, and why: given both, one would silently win.
+CONFLICTS = {
+    ("manual", "pending_seconds"): "jobs either wait for the control plane or finish after the seconds",
+    ("manual", "pending_polls"): "jobs either wait for the control plane or finish on the N-th poll",
+    ("pending_seconds", "pending_polls"): "jobs finish either after the seconds or on the N-th poll",
+}
 
 
 def _env(name: str, default=None):
@@ -72,7 +78,7 @@ def _given(value) -> bool:
 def _from_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     args.source = {}
     on_command_line = {dest for dest in LIFECYCLE_OPTIONS if _given(getattr(args, dest))}
-    from_env = []
+    timings = [dest for dest in LIFECYCLE_OPTIONS if dest in on_command_line]
     for action in parser._actions:
         name = getattr(action, "env_name", None)
         if name is None:
@@ -90,13 +96,14 @@ def _from_environment(parser: argparse.ArgumentParser, args: argparse.Namespace)
             args.source[action.dest] = name
             value = _convert(parser, action, text, name)
             if action.dest in LIFECYCLE_OPTIONS and _given(value):
-                from_env.append(name)
+                timings.append(action.dest)
         setattr(args, action.dest, value)
     if getattr(args, "credits", None) is None and _env("CREDITS"):
         args.source["credits"] = "SD35_MOCK_CREDITS"
-    if len(from_env) > 1:
-        parser.error(f"{from_env[0]} and {from_env[1]} cannot both be set: each times the lifecycle its own way "
-                     f"(set one)")
+    for (first, second), why in CONFLICTS.items():
+        if first in timings and second in timings:
+            named = [args.source[first], args.source[second]]
+            parser.error(f"{' and '.join(named)} cannot both be given: {why} (give one)")
 
 
 def _whole(low: int, high: int):
@@ -191,13 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KEY has N credits (repeatable); each image of an accepted submit spends one, and a submit "
                         "past the balance is refused (402); a key not named has no limit")
     p.set_defaults(env_credits=_env("CREDITS", ""))
-    timing = p.add_mutually_exclusive_group()  # argparse refuses two of them, naming both
-    _with_env(timing.add_argument("--pending-seconds", type=float,
+    # The lifecycle's timings: two of them together are refused after parsing (CONFLICTS), from either source.
+    _with_env(p.add_argument("--pending-seconds", type=float,
                                   help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)"),
               "PENDING_SECONDS", "2")
-    _with_env(timing.add_argument("--pending-polls", type=_whole(1, 1_000_000),
+    _with_env(p.add_argument("--pending-polls", type=_whole(1, 1_000_000),
                                   help="instead: a job finishes on its N-th status poll (N >= 1)"), "PENDING_POLLS")
-    _with_env(timing.add_argument("--manual", action="store_true", default=None,
+    _with_env(p.add_argument("--manual", action="store_true", default=None,
                                   help="instead: jobs stay PENDING until the control plane completes or fails them"),
               "MANUAL", False)
     _with_env(p.add_argument("--failure-rate", type=float, help="share of jobs that end in FAILURE (0..1, default 0)"),
