@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The lifecycle's timings: two of them together are refused after parsing (CONFLICTS), from either source.
     _with_env(p.add_argument("--pending-seconds", type=float,
                                   help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)"),
-              "PENDING_SECONDS", "2")
+              "PENDING_SECONDS")  # None: not given (config_from_args applies the default, 2)
     _with_env(p.add_argument("--pending-polls", type=_whole(1, 1_000_000),
                                   help="instead: a job finishes on its N-th status poll (N >= 1)"), "PENDING_POLLS")
     _with_env(p.add_argument("--manual", action="store_true", default=None,
@@ -242,7 +242,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
     return MockConfig(
         api_keys=tuple(args.api_keys if args.api_keys is not None else args.env_keys),
         credits=dict(args.credits) if args.credits is not None else _env_credits(args.env_credits),
-        lifecycle=lifecycle, pending_seconds=args.pending_seconds,
+        lifecycle=lifecycle, pending_seconds=2.0 if args.pending_seconds is None else args.pending_seconds,
         pending_polls=args.pending_polls if args.pending_polls is not None else 2,
         failure_rate=args.failure_rate, seed=args.seed, public_url=args.public_url,
         profile=load_profile(args.profile), max_jobs=args.max_jobs,
