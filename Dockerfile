@@ -4,7 +4,7 @@
 #   docker run --rm -p 8080:8080 -e SD35_MOCK_CONTROL_TOKEN=secret sd35-twin
 #
 # BASE is any image with python3 (3.11+) and its venv module: python:3.12-slim by default, or the
-# Debian-built local/python:3.11-bookworm of ../shared/tools/docker-offline-base where no registry is reachable.
+# Debian-built base image this repository's CI uses where no registry is reachable (tests/test_docker.py).
 ARG BASE=python:3.12-slim
 
 # ---- build: a venv with the runtime dependencies and the package; pip itself stays behind ----------------

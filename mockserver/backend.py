@@ -478,6 +478,12 @@ class MockBackend:
             self._progress(job)
             return self._view(job)
 
+    def job_rule(self, job_id: str) -> dict | None:
+        """The rule that shaped the job (as the control plane shows rules), even once deleted; None if none."""
+        with self.store.lock:
+            rule = self._job(job_id).rule
+            return rule.as_dict() if rule is not None else None
+
     def stats(self) -> dict:
         with self.store.lock:
             self._progress_all()

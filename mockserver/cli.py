@@ -1,16 +1,20 @@
 """``sd35-mock``: serve the twin with waitress. Every option has an environment variable, and
-every value is checked before anything starts: a bad one exits 2 with one line naming the option."""
+every value is checked before anything starts: a bad one exits 2 with one line naming the option, or the
+variable it came from. Options that cannot both hold (two ways of timing the lifecycle) are refused, naming
+both; an option on the command line replaces what the environment says about the same thing."""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import ipaddress
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import urllib.request
 from urllib.parse import urlsplit
 
 from .backend import MockBackend
@@ -24,15 +28,86 @@ class _Parser(argparse.ArgumentParser):
         """One line naming the option, not argparse's usage block above it."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """The command line, then each option it does not give from its SD35_MOCK_* variable (named in any
+        error about its value), then the default. ``args.source`` maps each option to what set it."""
+        parsed = super().parse_args(args, namespace)
+        _from_environment(self, parsed)
+        return parsed
+
+
+# The lifecycle's timings, from the command line or else (none there) from the environment.
+LIFECYCLE_OPTIONS = ("pending_seconds", "pending_polls", "manual")
+# Pairs of them that cannot both hold, and why: given both, one would silently win.
+CONFLICTS = {
+    ("manual", "pending_seconds"): "jobs either wait for the control plane or finish after the seconds",
+    ("manual", "pending_polls"): "jobs either wait for the control plane or finish on the N-th poll",
+}
+# --pending-seconds S with --pending-polls N is one lifecycle (polls_and_seconds: the N-th read once S seconds have
+# passed, what the matrix uses so every app meets PENDING); only S = 0 (done at submit) contradicts N.
+
 
 def _env(name: str, default=None):
-    """An option's default from SD35_MOCK_<NAME>, as text: argparse converts it with the option's type,
-    so a bad value is reported like a bad option ("argument --port: invalid int value: 'x'")."""
     return os.environ.get(f"SD35_MOCK_{name}", default)
 
 
-def _flag(name: str) -> bool:
-    return _env(name, "") not in ("", "0", "false")
+def _with_env(action: argparse.Action, name: str, default: str | bool | None = None) -> argparse.Action:
+    """Give ``action`` (added with ``default=None``) its variable SD35_MOCK_<name> and its real default."""
+    action.env_name, action.env_default = f"SD35_MOCK_{name}", default
+    return action
+
+
+def _convert(parser: argparse.ArgumentParser, action: argparse.Action, text: str, blame: str):
+    """``text`` through the option's type, an error naming ``blame`` (the variable) if it does not fit."""
+    if isinstance(action, argparse._StoreTrueAction):
+        return text not in ("", "0", "false")
+    if action.type is None:
+        return text
+    try:
+        return action.type(text)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{blame}: {exc}")
+    except (TypeError, ValueError):
+        parser.error(f"{blame}: invalid {getattr(action.type, '__name__', 'value')} value: {text!r}")
+
+
+def _given(value) -> bool:
+    """Set by the command line or a variable: a value, or a flag that is on (0 and 0.0 are values)."""
+    return value is not None and value is not False
+
+
+def _from_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    args.source = {}
+    on_command_line = {dest for dest in LIFECYCLE_OPTIONS if _given(getattr(args, dest))}
+    timings = [dest for dest in LIFECYCLE_OPTIONS if dest in on_command_line]
+    for action in parser._actions:
+        name = getattr(action, "env_name", None)
+        if name is None:
+            continue
+        args.source[action.dest] = action.option_strings[0]
+        if _given(getattr(args, action.dest)):
+            continue
+        text = os.environ.get(name)
+        lifecycle_elsewhere = action.dest in LIFECYCLE_OPTIONS and on_command_line
+        if text is None or lifecycle_elsewhere:  # the command line's timing replaces the environment's
+            value = action.env_default
+            if isinstance(value, str):
+                value = _convert(parser, action, value, action.option_strings[0])
+        else:
+            args.source[action.dest] = name
+            value = _convert(parser, action, text, name)
+            if action.dest in LIFECYCLE_OPTIONS and _given(value):
+                timings.append(action.dest)
+        setattr(args, action.dest, value)
+    if getattr(args, "credits", None) is None and _env("CREDITS"):
+        args.source["credits"] = "SD35_MOCK_CREDITS"
+    for (first, second), why in CONFLICTS.items():
+        if first in timings and second in timings:
+            named = [args.source[first], args.source[second]]
+            parser.error(f"{' and '.join(named)} cannot both be given: {why} (give one)")
+    if "pending_seconds" in timings and "pending_polls" in timings and args.pending_seconds == 0:
+        parser.error(f"{args.source['pending_seconds']} 0 and {args.source['pending_polls']} cannot both be given: "
+                     "jobs finish either at once or on the N-th poll (give one)")
 
 
 def _whole(low: int, high: int):
@@ -59,7 +134,7 @@ def _env_credits(text: str) -> dict[str, int]:
     try:
         return dict(_credit(item.strip()) for item in text.split(",") if item.strip())
     except argparse.ArgumentTypeError as exc:
-        raise InvalidRequest(FieldError("credits", "pattern", f"{exc} (in SD35_MOCK_CREDITS)")) from None
+        raise InvalidRequest(FieldError("credits", "pattern", str(exc))) from None
 
 
 def _host(text: str) -> str:
@@ -96,12 +171,15 @@ def _public_url(text: str) -> str:
     return text
 
 
-def _by_option(parser: argparse.ArgumentParser, error: FieldError) -> str:
+def _by_option(parser: argparse.ArgumentParser, error: FieldError, source: dict[str, str] | None = None) -> str:
     """A config error as argparse words it: "failure_rate" → "argument --failure-rate: ...", and
-    "profile.limits.x" → "argument --profile: limits.x: ..."."""
+    "profile.limits.x" → "argument --profile: limits.x: ..."; or "SD35_MOCK_FAILURE_RATE: ..." when the value
+    came from that variable (``source``: option → what set it)."""
     options = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
     field, _, inner = error.field.partition(".")
-    return f"argument {options.get(field, field)}: {inner + ': ' if inner else ''}{error.message}"
+    named = (source or {}).get(field, options.get(field, field))
+    label = named if named.startswith("SD35_MOCK_") else f"argument {named}"
+    return f"{label}: {inner + ': ' if inner else ''}{error.message}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,12 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sd35-mock",
         description="An offline twin of the ImagePipeline SD3.5 API (POST /sd3_5/v1, GET /sd3_5/v1/status/{id}).",
         epilog="Every option also reads SD35_MOCK_<NAME> from the environment, e.g. SD35_MOCK_PORT=9000, "
-               "SD35_MOCK_API_KEYS=k1,k2, SD35_MOCK_CREDITS=k1=5,k2=0. The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",
+               "SD35_MOCK_API_KEYS=k1,k2, SD35_MOCK_CREDITS=k1=5,k2=0; an option given on the command line wins (a "
+               "lifecycle option over every lifecycle variable). The control plane is under /__mock__/; the OpenAPI document at /openapi.json.",
     )
-    p.add_argument("--host", type=_host, default=_env("HOST", "127.0.0.1"),
-                   help="address to bind (default 127.0.0.1; another address warns unless --control-token is set)")
-    p.add_argument("--port", type=_whole(0, 65535), default=_env("PORT", "8080"),
-                   help="port (default 8080; 0 picks a free one)")
+    _with_env(p.add_argument("--host", type=_host, help="address to bind (default 127.0.0.1; another address warns "
+                                                        "unless --control-token is set)"), "HOST", "127.0.0.1")
+    _with_env(p.add_argument("--port", type=_whole(0, 65535), help="port (default 8080; 0 picks a free one)"),
+              "PORT", "8080")
     keys = [k for k in _env("API_KEYS", "").split(",") if k]
     p.add_argument("--api-key", dest="api_keys", action="append", default=None, metavar="KEY",
                    help="accept only this key (repeatable); with none, any non-empty key is accepted")
@@ -123,32 +202,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KEY has N credits (repeatable); each image of an accepted submit spends one, and a submit "
                         "past the balance is refused (402); a key not named has no limit")
     p.set_defaults(env_credits=_env("CREDITS", ""))
-    p.add_argument("--pending-seconds", type=float, default=_env("PENDING_SECONDS"),
-                   help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)")
-    p.add_argument("--pending-polls", type=int, default=_env("PENDING_POLLS") or None,
-                   help="instead: a job finishes on its N-th status poll; with --pending-seconds, both: on the "
-                        "first read that is the N-th or later once the seconds have passed (a job with a webhook: "
-                        "after the seconds)")
-    p.add_argument("--manual", action="store_true", default=_flag("MANUAL"),
-                   help="instead: jobs stay PENDING until the control plane completes or fails them")
-    p.add_argument("--failure-rate", type=float, default=_env("FAILURE_RATE", "0"),
-                   help="share of jobs that end in FAILURE (0..1, default 0)")
-    p.add_argument("--seed", type=int, default=_env("SEED") or None, help="seed for ids, failures and faults")
-    p.add_argument("--public-url", type=_public_url, default=_env("PUBLIC_URL"),
-                   help="base of download URLs (behind a proxy or in a container); default: the request's host")
-    p.add_argument("--profile", default=_env("PROFILE"), help="JSON file overriding the assumed behaviours")
+    # The lifecycle's timings: two of them together are refused after parsing (CONFLICTS), from either source.
+    _with_env(p.add_argument("--pending-seconds", type=float,
+                                  help="seconds a job stays PENDING (default 2; 0 means jobs finish at once)"),
+              "PENDING_SECONDS")  # None: not given (config_from_args applies the default, 2)
+    _with_env(p.add_argument("--pending-polls", type=_whole(1, 1_000_000),
+                                  help="instead: a job finishes on its N-th status poll (N >= 1); with "
+                                        "--pending-seconds S > 0, both: on the first read that is the N-th or later "
+                                        "once the seconds have passed (a job with a webhook: after the seconds)"),
+              "PENDING_POLLS")
+    _with_env(p.add_argument("--manual", action="store_true", default=None,
+                                  help="instead: jobs stay PENDING until the control plane completes or fails them"),
+              "MANUAL", False)
+    _with_env(p.add_argument("--failure-rate", type=float, help="share of jobs that end in FAILURE (0..1, default 0)"),
+              "FAILURE_RATE", "0")
+    _with_env(p.add_argument("--seed", type=int, help="seed for ids, failures and faults"), "SEED")
+    _with_env(p.add_argument("--public-url", type=_public_url, help="base of download URLs (behind a proxy or in a "
+                                                                   "container); default: the request's host"), "PUBLIC_URL")
+    _with_env(p.add_argument("--profile", help="JSON file overriding the assumed behaviours"), "PROFILE")
     p.add_argument("--webhook-allow-host", dest="webhook_allow_hosts", action="append",
                    default=[h for h in _env("WEBHOOK_ALLOW_HOSTS", "").split(",") if h], metavar="HOST",
                    help="deliver webhooks to this host too (loopback is always allowed; '*' allows any)")
-    p.add_argument("--max-jobs", type=int, default=_env("MAX_JOBS", "10000"), help="jobs kept at most")
-    p.add_argument("--threads", type=_whole(1, 256), default=_env("THREADS", "4"),
-                   help="threads serving requests (default 4: more only add GIL contention, fewer cost throughput)")
-    p.add_argument("--control-token", default=_env("CONTROL_TOKEN"), metavar="TOKEN",
-                   help="every control-plane call must send this token in the X-Mock-Token header (prefer "
-                        "SD35_MOCK_CONTROL_TOKEN: other users can see arguments)")
-    p.add_argument("--no-control-plane", action="store_true", default=_flag("NO_CONTROL_PLANE"),
-                   help="serve no control plane: every path under /__mock__/ is a 404")
-    p.add_argument("--quiet", action="store_true", default=_flag("QUIET"), help="log warnings only")
+    _with_env(p.add_argument("--max-jobs", type=int, help="jobs kept at most"), "MAX_JOBS", "10000")
+    _with_env(p.add_argument("--threads", type=_whole(1, 256), help="threads serving requests (default 4: more only "
+                                                                   "add GIL contention, fewer cost throughput)"),
+              "THREADS", "4")
+    _with_env(p.add_argument("--control-token", metavar="TOKEN",
+                             help="every control-plane call must send this token in the X-Mock-Token header (prefer "
+                                  "SD35_MOCK_CONTROL_TOKEN: other users can see arguments)"), "CONTROL_TOKEN")
+    _with_env(p.add_argument("--no-control-plane", action="store_true", default=None,
+                             help="serve no control plane: every path under /__mock__/ is a 404"),
+              "NO_CONTROL_PLANE", False)
+    _with_env(p.add_argument("--quiet", action="store_true", default=None, help="log warnings only"), "QUIET", False)
     return p
 
 
@@ -189,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except MockError as exc:  # a value the config refuses: named by the option that set it
-        parser.error("; ".join(_by_option(parser, e) for e in exc.errors))
+    except MockError as exc:  # a value the config refuses: named by the option (or variable) that set it
+        parser.error("; ".join(_by_option(parser, e, args.source) for e in exc.errors))
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .http import create_app
@@ -203,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = make_server(app, args.host, args.port, args.threads, config.max_body_bytes)
     except OSError as exc:
-        print(f"sd35-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"sd35-mock: cannot listen on {args.host}:{args.port}: {exc}{_who_holds(args.host, args.port, exc)}",
+              file=sys.stderr)
         return 2
     serving_at(app, args.host, server.effective_port)
     # SIGTERM ends the mock as Ctrl-C does. Without a handler, a container's first process (PID 1) ignores
@@ -224,6 +310,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         backend.close()
     return 0
+
+
+def _who_holds(host: str, port: int, error: OSError) -> str:
+    """For a port in use: whether a twin already answers there (its /openapi.json, served even without a
+    control plane), and the way out."""
+    if port == 0 or "in use" not in str(error).lower():
+        return ""
+    asked = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{'[' + asked + ']' if ':' in asked else asked}:{port}"
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+        with opener.open(f"{url}/openapi.json", timeout=2) as answer:
+            twin = "offline twin" in json.loads(answer.read(1_000_000)).get("info", {}).get("title", "")
+    except (OSError, ValueError, AttributeError):
+        twin = False
+    if twin:
+        return f". A twin already answers there ({url}): use it, stop it, or start this one on a free port with --port 0"
+    return ". Another program holds it (not a twin): choose another port, or --port 0 for a free one"
 
 
 def _stop(signum, frame) -> None:

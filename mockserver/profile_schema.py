@@ -9,6 +9,7 @@ the annotation ``errorMessage`` (one sentence for any violation of a value) and 
 
 from __future__ import annotations
 
+import difflib
 import json
 from importlib import resources
 
@@ -68,14 +69,22 @@ def check_profile(profile: dict) -> None:
         raise InvalidRequest(list(dict.fromkeys(errors)))
 
 
+def _did_you_mean(key: str, known: list[str]) -> str:
+    """"; did you mean 'submit_pending'?" for a key close to one of ``known`` (difflib's ratio, as Python's
+    own NameError suggestions), else nothing."""
+    close = difflib.get_close_matches(key[:MAX_KEY_CHARS].lower(), known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _field_errors(error: jsonschema.ValidationError) -> list[FieldError]:
     path = ".".join(["profile", *map(str, error.path)])
     rule, value = error.validator, error.validator_value
     if rule == "required":
         return [FieldError(f"{path}.{key}", "required", "is required") for key in value if key not in error.instance]
     if rule == "additionalProperties":
-        return [FieldError(f"{path}.{key[:MAX_KEY_CHARS]}", "unknown", "is not a profile key")
-                for key in error.instance if key not in error.schema.get("properties", {})]
+        known = list(error.schema.get("properties", {}))
+        return [FieldError(f"{path}.{key[:MAX_KEY_CHARS]}", "unknown", "is not a profile key" + _did_you_mean(key, known))
+                for key in error.instance if key not in known]
     if "errorMessage" in error.schema:
         message = error.schema["errorMessage"]
     elif rule == "format":

@@ -41,7 +41,8 @@ PATTERN_MESSAGES = {
 # Whitespace spelled out as ECMA-262 defines \s: Python's \s also takes U+001C..U+001F and U+0085, so a
 # pattern with \s would mean one thing here and another to every OpenAPI tool reading /openapi.json.
 WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-PROMPT_PATTERN = f"[^{WHITESPACE}]"
+# Anchored, so it means the same under re.match (openapi-generator's clients) as under JSON Schema's search.
+PROMPT_PATTERN = f"^[{WHITESPACE}]*[^{WHITESPACE}]"
 # The same set as characters: "a character not in it" is ``text.strip(WHITESPACE_CHARS) != ""``, which the fast
 # check (``compile_fast_check``) runs in C where an RE2 search through its binding costs ~12 µs.
 # tests/test_hot_path.py checks it against RE2 (every code point to U+3100, U+FEFF, surrogates, a sample beyond).

@@ -95,9 +95,44 @@ def test_a_bad_profile_is_named_by_its_option(tmp_path):
     ("THREADS", "two", "--threads"), ("PENDING_SECONDS", "soon", "--pending-seconds"), ("SEED", "1.5", "--seed"),
     ("PUBLIC_URL", "http://a b", "--public-url"), ("CONTROL_TOKEN", "", "--control-token"),
 ])
-def test_a_bad_environment_value_exits_2_naming_the_option(name, value, option):
-    """An empty SD35_MOCK_CONTROL_TOKEN is refused, not read as "no token": a template left unfilled fails closed."""
-    assert f"argument {option}: " in refused_at_start([], env={f"SD35_MOCK_{name}": value})
+def test_a_bad_environment_value_exits_2_naming_the_variable(name, value, option):
+    """The user set the variable, not the option: the error names what they set. An empty
+    SD35_MOCK_CONTROL_TOKEN is refused, not read as "no token": a template left unfilled fails closed."""
+    line = refused_at_start([], env={f"SD35_MOCK_{name}": value})
+    assert f"error: SD35_MOCK_{name}: " in line and option not in line, line
+
+
+@pytest.mark.parametrize("args", [
+    ["--manual", "--pending-polls", "2"], ["--pending-seconds", "0", "--pending-polls", "2"],
+    ["--manual", "--pending-seconds", "1"],
+])
+def test_two_timings_of_the_lifecycle_are_refused_naming_both(args):
+    line = refused_at_start(args)
+    assert args[0] in line and [a for a in args[1:] if a.startswith("--")][0] in line and "cannot both be given" in line
+
+
+def test_two_timings_in_the_environment_are_refused_naming_both_variables():
+    line = refused_at_start([], env={"SD35_MOCK_MANUAL": "1", "SD35_MOCK_PENDING_POLLS": "2"})
+    assert "SD35_MOCK_PENDING_POLLS" in line and "SD35_MOCK_MANUAL" in line and "cannot both be given" in line
+
+
+def test_a_timing_on_the_command_line_replaces_the_environments(monkeypatch):
+    monkeypatch.setenv("SD35_MOCK_MANUAL", "1")
+    monkeypatch.setenv("SD35_MOCK_PENDING_SECONDS", "7")  # with MANUAL: refused alone, replaced here
+    config = config_from_args(build_parser().parse_args(["--pending-polls", "3"]))
+    assert (config.lifecycle, config.pending_polls, config.pending_seconds) == ("polls", 3, 2.0)
+    monkeypatch.delenv("SD35_MOCK_PENDING_SECONDS")
+    assert config_from_args(build_parser().parse_args([])).lifecycle == "manual"
+
+
+@pytest.mark.parametrize("args", [["--pending-polls", "0"], ["--pending-polls", "-1"]])
+def test_pending_polls_must_be_at_least_one(args):
+    assert "argument --pending-polls: " in refused_at_start(args) and "from 1" in refused_at_start(args)
+
+
+def test_a_config_error_from_the_environment_names_the_variable():
+    assert "SD35_MOCK_FAILURE_RATE: " in refused_at_start([], env={"SD35_MOCK_FAILURE_RATE": "2"})
+    assert "argument --failure-rate: " in refused_at_start(["--failure-rate", "2"])
 
 
 def test_a_token_from_the_environment_guards_the_control_plane():
@@ -138,6 +173,19 @@ def test_port_in_use_is_a_clear_error(run_mock):
     done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", "--port", port], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 2 and "cannot listen" in done.stderr
+    assert f"A twin already answers there (http://127.0.0.1:{port})" in done.stderr and "--port 0" in done.stderr
+
+
+def test_a_port_another_program_holds_says_so():
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()  # accepts nothing: no twin answers
+        port = str(holder.getsockname()[1])
+        done = subprocess.run([sys.executable, "-m", "sd35_twin.mockserver", "--port", port], capture_output=True,
+                              text=True, timeout=30)
+    assert done.returncode == 2 and "Another program holds it (not a twin)" in done.stderr and "--port 0" in done.stderr
 
 
 def test_workers_is_an_unknown_option():
@@ -155,7 +203,9 @@ def test_a_stop_signal_ends_the_mock_at_once_with_exit_0(signal_name):
     started = time.monotonic()
     mock.process.send_signal(getattr(signal, signal_name))
     assert mock.process.wait(timeout=10) == 0
-    assert time.monotonic() - started < 1.0
+    # Well before docker's 10 s, and before the 15 s a kept-alive idle connection could hold it; not "< 1 s":
+    # a loaded machine takes longer than that to tear an interpreter down, and that is no bug.
+    assert time.monotonic() - started < 5.0
     session.close()
 
 
@@ -172,4 +222,4 @@ def test_sigterm_ends_the_mock_as_pid_1():
     started = time.monotonic()
     os.kill(int(child), signal.SIGTERM)
     assert mock.process.wait(timeout=10) == 0  # unshare exits with its child's code
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # well before docker's 10 s (see above)

@@ -232,7 +232,7 @@ def test_webhooks_wait_returns_settled_records(sd35_mock, sd35_webhooks, valid_r
     sd35_webhooks.fail_next = 1
     ctl(sd35_mock, "PATCH", "/config", {"lifecycle": "immediate", "webhook_backoff": 0.05})
     job = submit(sd35_mock, dict(valid_request, webhook=sd35_webhooks.url)).json()
-    settled = ctl(sd35_mock, "GET", f"/webhooks?job_id={job['id']}&wait=10").json()["deliveries"]
+    settled = ctl(sd35_mock, "GET", f"/webhooks?job_id={job['id']}&wait=30").json()["deliveries"]
     assert [d["outcome"] for d in settled] == ["http_error", "delivered"]
     for bad in ("-1", "31", "soon", "nan"):
         assert ctl(sd35_mock, "GET", f"/webhooks?wait={bad}").json()["errors"][0]["field"] == "wait"

@@ -212,4 +212,4 @@ def test_a_bad_credits_option_exits_2_naming_it(value):
 
 def test_a_bad_credits_environment_value_exits_2_naming_the_option():
     line = refused_at_start([], env={"SD35_MOCK_CREDITS": "k1=5,k2"})
-    assert "argument --credits: " in line and "SD35_MOCK_CREDITS" in line
+    assert "error: SD35_MOCK_CREDITS: " in line and "--credits" not in line

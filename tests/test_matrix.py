@@ -95,7 +95,7 @@ def test_a_hanging_command_is_killed_with_its_process_group_at_the_timeout(tmp_p
     hang = f"echo started; sleep 60 & echo $! >> {pids}; wait"
     started = time.monotonic()
     done = matrix("--jobs", "2", "--timeout", "1", "--rows", "L05", "--report", str(tmp_path / "r.json"), "--", "sh", "-c", hang)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 45  # not the 60 s sleep: killed at the timeout (a margin for start-ups under load)
     assert done.returncode == 1
     runs = report(tmp_path / "r.json")
     assert [(r["passed"], r["timed_out"], r["exit_code"]) for r in runs] == [(False, True, None)] * 2

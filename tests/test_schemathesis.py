@@ -1,6 +1,7 @@
 """Schemathesis against our own /openapi.json, in-process (WSGI) and over real HTTP: no 5xx, responses conform to the document, invalid data is rejected, a bad key is refused."""
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
@@ -32,7 +33,7 @@ http_schema = schemathesis.openapi.from_dict(openapi_document(CONFIG.profile))
 
 
 @http_schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_http_conforms(http_mock, case):
     case.call_and_validate(base_url=http_mock.url, headers={"API-Key": KEY})
 
@@ -62,3 +63,27 @@ def test_schemathesis_cli_all_checks_and_modes_find_nothing(tmp_path):
                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
     assert "passed" in done.stdout and "Tested: 4" in done.stdout
+
+
+def test_schemathesis_cli_all_checks_find_nothing_with_rate_limits_on(tmp_path):
+    """With rate limits set, most answers are 429 with Retry-After: the document says so (ST103 Undocumented
+    status code before), so every check still finds nothing."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sd35_twin.mockserver.testing import launch
+
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
+    profile = tmp_path / "limits.json"
+    profile.write_text(json.dumps({"rate_limits": {"requests_per_minute": 5, "max_pending": 2}}))
+    with launch("--api-key", KEY, "--pending-seconds", "0", "--seed", "1", "--quiet", "--profile", str(profile)) as mock:
+        done = subprocess.run([cli, "run", f"{mock.url}/openapi.json", "--checks", "all", "--mode", "all",
+                               "-H", f"API-Key: {KEY}", "--max-examples", "30", "--seed", "1", "--no-color"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        limited = requests.get(f"{mock.url}/__mock__/journal", timeout=10).json()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+    assert "Tested: 4" in done.stdout
+    assert any(entry["status"] == 429 for entry in limited["requests"])  # the limit was met, not avoided

@@ -176,7 +176,7 @@ def test_journal_and_webhooks_pages_filter_like_the_json_endpoints(client):
     assert "must be an HTTP status code" in html(client.get("/__mock__/ui/journal?status=abc"))
     assert "is not a journal filter" in html(client.get("/__mock__/ui/journal?bogus=1"))
     client.post(f"/__mock__/jobs/{job}/complete")
-    client.get(f"/__mock__/webhooks?job_id={job}&wait=5")
+    client.get(f"/__mock__/webhooks?job_id={job}&wait=30")  # returns once settled: the limit is for a loaded machine
     hooks = html(client.get("/__mock__/ui/webhooks"))
     assert "http://127.0.0.1:9/hook" in hooks and job[:8] in hooks
     job_page = html(client.get(f"/__mock__/ui/job/{job}"))

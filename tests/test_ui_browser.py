@@ -25,7 +25,9 @@ CHROMIUM = os.environ.get("SD35_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SD35_CHROMEDRIVER", "/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
 KEY = {"API-Key": "browser-key-42"}
-WAIT = 10  # seconds any one condition may take (the page refreshes itself every 2 s)
+# Seconds any one condition may take: a wait ends as soon as its condition holds, so a generous limit costs a
+# passing run nothing and keeps a loaded machine (a headless Chromium on 2 busy cores) from failing it.
+WAIT = 30
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 
 PROMPTS = ["a red fox in fresh snow, golden hour, 35mm", "<script>alert(1)</script> lighthouse at dusk",
@@ -111,9 +113,32 @@ def wait(driver, condition, timeout: float = WAIT):
                          ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
+# The page swaps its #main for a fresh copy every 2 s unless a form is being edited (dashboard.js), so an
+# element found in one call may be gone by the next: every use below finds its element in the same retried
+# step (StaleElementReferenceException is retried by ``wait``), never a reference kept from an earlier call.
+
 def click(driver, css: str) -> None:
     """Click what ``css`` finds, found again if the page's refresh replaced it meanwhile."""
     wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, css).click() or True)
+
+
+def type_into(driver, css: str, text: str, *, clear: bool = False) -> None:
+    """Type ``text`` into what ``css`` finds (emptied first with ``clear``). Clearing blurs the field, so a
+    refresh may swap it before the keys go in: then the whole step runs again on the new field. Once a key is
+    in, the page holds its refreshes (the field is focused and edited)."""
+    def step(d):
+        field = d.find_element(By.CSS_SELECTOR, css)
+        if clear:
+            field.clear()
+        field.send_keys(text)
+        return True
+    wait(driver, step)
+
+
+def read(driver, get):
+    """``get(driver)``'s value, read again if a refresh replaced an element it was reading (the value may be
+    falsy: it is wrapped so that ``wait`` returns at once)."""
+    return wait(driver, lambda d: (get(d),))[0]
 
 
 def shot(driver, name: str) -> Path:
@@ -153,10 +178,10 @@ def test_jobs_appear_and_one_is_failed_from_its_page(browser, fresh):
     wait(browser, lambda d: d.find_element(By.ID, "job-status").text == "PENDING")
     click(browser, "#fail-box summary")
     click(browser, "#fail-error")  # focused: the page holds its refreshes from now on
-    browser.find_element(By.ID, "fail-error").send_keys("nsfw: refused by the safety checker")
-    browser.find_element(By.ID, "fail-submit").click()
+    type_into(browser, "#fail-error", "nsfw: refused by the safety checker")
+    click(browser, "#fail-submit")
     wait(browser, lambda d: d.find_element(By.ID, "job-status").text == "FAILURE")
-    assert "nsfw: refused by the safety checker" in browser.find_element(By.ID, "job-error").text
+    assert "nsfw: refused by the safety checker" in read(browser, lambda d: d.find_element(By.ID, "job-error").text)
     assert status(fresh, target) == {"status": "FAILURE", "id": target, "error": "nsfw: refused by the safety checker",
                                      "batch_id": "batch-1"}
     shot(browser, "desktop-job-failed")
@@ -183,27 +208,24 @@ def test_controls_add_and_clear_a_fault_and_a_rule(browser, fresh):
     browser.get(f"{fresh.url}/__mock__/ui/controls")
     click(browser, "#add-fault summary")
     click(browser, "#add-fault [name=status]")
-    form = browser.find_element(By.CSS_SELECTOR, "#add-fault form")
-    form.find_element(By.NAME, "status").send_keys("503")
-    form.find_element(By.NAME, "times").send_keys("2")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    type_into(browser, "#add-fault form [name=status]", "503")
+    type_into(browser, "#add-fault form [name=times]", "2")
+    click(browser, "#add-fault form button[type=submit]")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#faults table tbody tr"))
     assert requests.get(f"{fresh.url}/__mock__/faults", timeout=10).json()["faults"][0]["status"] == 503
 
     wait(browser, lambda d: "Loading" not in d.find_element(By.ID, "rules").text)
-    rules_available = "unavailable" not in browser.find_element(By.ID, "rules").text
+    rules_available = "unavailable" not in read(browser, lambda d: d.find_element(By.ID, "rules").text)
     if rules_available:  # /__mock__/rules exists on this mock: add a refused rule, then a good one
         click(browser, "#add-rule summary")
         click(browser, "#add-rule textarea")
-        box = browser.find_element(By.CSS_SELECTOR, "#add-rule textarea")
-        box.send_keys('{"match": {"batch_id": "b1"}, "outcome": "MAYBE"}')
-        browser.find_element(By.CSS_SELECTOR, "#add-rule button[type=submit]").click()
+        type_into(browser, "#add-rule textarea", '{"match": {"batch_id": "b1"}, "outcome": "MAYBE"}')
+        click(browser, "#add-rule button[type=submit]")
         refusal = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#add-rule .result").text)
         assert refusal.startswith("outcome: "), refusal  # the error body's field and message
-        box.clear()
-        box.send_keys('{"match": {"batch_id": "b1", "prompt_contains": "fox"}, "outcome": "FAILURE", '
-                      '"error": "nsfw", "times": 2}')
-        browser.find_element(By.CSS_SELECTOR, "#add-rule button[type=submit]").click()
+        type_into(browser, "#add-rule textarea", clear=True, text='{"match": {"batch_id": "b1", '
+                  '"prompt_contains": "fox"}, "outcome": "FAILURE", "error": "nsfw", "times": 2}')
+        click(browser, "#add-rule button[type=submit]")
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#rules table tbody tr"))
         assert len(requests.get(f"{fresh.url}/__mock__/rules", timeout=10).json()["rules"]) == 1
     shot(browser, "desktop-controls")
@@ -247,11 +269,32 @@ def test_the_page_refreshes_itself_but_not_while_typing(browser, fresh):
     browser.get(f"{fresh.url}/__mock__/ui")
     wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".empty"))
     click(browser, "[name=batch_id]")
-    browser.find_element(By.NAME, "batch_id").send_keys("typing")
+    type_into(browser, "[name=batch_id]", "typing")
     submit(fresh, PROMPTS[0])
     wait(browser, lambda d: d.find_element(By.ID, "live").text == "paused")  # a refresh came and held back
-    assert browser.find_element(By.NAME, "batch_id").get_attribute("value") == "typing"
-    assert not tiles(browser)
-    browser.find_element(By.NAME, "batch_id").clear()
-    browser.find_element(By.TAG_NAME, "h1").click()  # leave the field: refreshing resumes
+    assert read(browser, lambda d: d.find_element(By.NAME, "batch_id").get_attribute("value")) == "typing"
+    assert not read(browser, tiles)
+    wait(browser, lambda d: d.find_element(By.NAME, "batch_id").clear() or True)
+    click(browser, "h1")  # leave the field: refreshing resumes
     wait(browser, lambda d: len(tiles(d)) == 1)
+
+
+def test_an_element_found_before_a_refresh_is_stale_after_it(browser, fresh):
+    """Why every step above finds its element anew: a refresh replaces #main, and a reference kept from before
+    it is stale (the known flake: clear() blurred a field, a refresh came, send_keys hit the old one)."""
+    browser.get(f"{fresh.url}/__mock__/ui")
+    kept = wait(browser, lambda d: d.find_element(By.NAME, "batch_id"))
+    browser.execute_script("document.dispatchEvent(new Event('visibilitychange'))")  # the page refreshes now
+
+    def stale(_driver) -> bool:
+        try:
+            kept.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        return False
+
+    wait(browser, stale)
+    with pytest.raises(StaleElementReferenceException):
+        kept.send_keys("lost")
+    type_into(browser, "[name=batch_id]", "typed", clear=True)
+    assert read(browser, lambda d: d.find_element(By.NAME, "batch_id").get_attribute("value")) == "typed"

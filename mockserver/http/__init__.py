@@ -6,7 +6,9 @@ Nothing else in ``mockserver`` imports Flask.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 import time
 
 from flask import Flask, Response, g, request
@@ -125,6 +127,10 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             if code == 413:
                 meet("L26")  # the body size cap, and its answer, are assumed
                 message = f"is too large: at most {backend.config.max_body_bytes} bytes"
+            elif code == 405 and getattr(error, "valid_methods", None):
+                message = f"{request.method} is not allowed here; this path allows {', '.join(error.valid_methods)}"
+            elif code == 404:
+                message += did_you_mean(request.path, app.url_map)
             response = refusal([FieldError(field, rule, message)], kind)
         else:  # werkzeug's other refusals keep their own code
             response = refusal([FieldError("request", "valid", error.description or "is invalid")], "invalid", code)
@@ -139,6 +145,34 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     app.wsgi_app = DropConnectionMiddleware(app.wsgi_app)
     return app
+
+
+def did_you_mean(path: str, url_map) -> str:
+    """"; did you mean /sd3_5/v1?" for a path close to one the app serves (a trailing slash, a missing id, v2
+    for v1, a misspelled segment), with the caller's own ids kept in place; else nothing. Routes are read from
+    the app, so a route added later is suggested too."""
+    path = path[:200]  # the comparison's cost grows with the path's length: a near miss is short
+    given = path.strip("/").split("/")
+    best, score = "", 0.0
+    for rule in url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        shown, compared = [], []
+        for i, part in enumerate(ROUTE_VARIABLE.sub(r"{\1}", rule.rule).strip("/").split("/")):
+            mine = given[i][:100] if i < len(given) else ""
+            if part.startswith("{"):  # the caller's value where the route takes one, or the placeholder
+                shown.append(mine or part)
+                compared.append(mine)
+            else:
+                shown.append(part)
+                compared.append(part)
+        ratio = difflib.SequenceMatcher(None, path.rstrip("/").lower(), ("/" + "/".join(compared)).rstrip("/").lower()).ratio()
+        if ratio > score:
+            best, score = "/" + "/".join(shown), ratio
+    return f"; did you mean {best}?" if score >= 0.68 and best != path else ""
+
+
+ROUTE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 class AnythingConverter(BaseConverter):

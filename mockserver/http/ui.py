@@ -71,6 +71,13 @@ def guard():
             if TOKEN_COOKIE in request.cookies:
                 response.delete_cookie(TOKEN_COOKIE, path="/__mock__")
             return response
+    if refusal is not None and request.method in SAFE_METHODS and request.endpoint not in OPEN_ENDPOINTS \
+            and request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        # A page opened in a browser that the guard refuses (say at http://0.0.0.0:PORT/): the same explanation
+        # as a page, without the header's facts (whoever is refused sees nothing of the mock's state).
+        errors = (refusal.get_json(silent=True) or {}).get("errors", [])
+        return Response(render_template("ui/refused.html", errors=errors, status=refusal.status_code),
+                        refusal.status_code)
     if refusal is not None:
         return refusal
     check_url_text("id", request.environ["PATH_INFO"].encode("latin-1"), request.query_string)
@@ -130,10 +137,46 @@ def _chrome() -> dict:
     backend = _backend()
     stats = backend.stats()
     offset = backend.clock.now() - time.time()
-    return {"facts": {"lifecycle": backend.config.lifecycle, "offset": _duration(offset, signed=True),
+    return {"facts": {"lifecycle": lifecycle_text(backend.config), "offset": _duration(offset, signed=True),
                       "jobs": stats["jobs"], "by_status": stats["by_status"]},
             "signed_in": TOKEN_COOKIE in request.cookies and backend.config.control_token is not None,
             "now": backend.clock.now()}
+
+
+def lifecycle_text(config) -> str:
+    """The lifecycle with its timing, as the header shows it: "seconds (2 s)", "polls (done on poll 2)"."""
+    if config.lifecycle == "seconds":
+        return f"seconds ({config.pending_seconds:g} s PENDING)"
+    if config.lifecycle == "polls":
+        return f"polls (done on poll {config.pending_polls})"
+    return {"immediate": "immediate (done at once)", "manual": "manual (you finish each job)"}.get(
+        config.lifecycle, config.lifecycle)
+
+
+def rule_text(rule: dict) -> str:
+    """A rule in words, for a job's page: what it matches, what it does, how often."""
+    match = rule.get("match") or {}
+    words = {"api_key": "API key {!s}", "batch_id": "batch_id {!r}", "prompt_contains": "a prompt containing {!r}",
+             "prompt_pattern": "a prompt matching {!r}"}
+    conditions = [words[k].format(v) for k, v in match.items() if k in words]
+    conditions += [f"header {name} = {value!r}" for name, value in (match.get("headers") or {}).items()]
+    effects = []
+    if rule.get("outcome"):
+        effects.append(f"ends the job in {rule['outcome']}" + (f" with error {rule['error']!r}" if rule.get("error") else ""))
+    if rule.get("lifecycle"):
+        timing = {"seconds": f" ({rule.get('pending_seconds'):g} s)" if rule.get("pending_seconds") is not None else "",
+                  "polls": f" (done on poll {rule.get('pending_polls')})" if rule.get("pending_polls") else ""}
+        effects.append(f"times it {rule['lifecycle']}{timing.get(rule['lifecycle'], '')}")
+    if rule.get("fault"):
+        fault = rule["fault"]
+        details = ", ".join(f"{k} {v}" for k, v in fault.items() if k not in ("type", "endpoint", "phase"))
+        effects.append(f"injects a {fault.get('type')} fault on {fault.get('endpoint', 'any')}" +
+                       (f" ({details})" if details else ""))
+    times = rule.get("times")
+    uses = f"applied {rule.get('applied', 0)} time{'' if rule.get('applied') == 1 else 's'}" + \
+        (f" of {times}" if times is not None else " (until deleted)")
+    return (f"for {' and '.join(conditions) if conditions else 'every request'}, it "
+            f"{'; '.join(effects) if effects else 'changes nothing'}; {uses}.")
 
 
 def _duration(seconds: float, signed: bool = False) -> str:
@@ -226,6 +269,7 @@ def job_page(job_id: str):
     backend = _backend()
     view = backend.job(job_id)
     journal = backend.journal.entries(50, job_id=view.id)[::-1]
+    rule = backend.job_rule(view.id) if view.rule_id else None
     attempts = backend.webhooks.records(view.id)[::-1]
     images = [{"thumb": _thumb_path(view, n), "full": _thumb_path(view, n, full=True), "n": n}
               for n in range(1, view.request.samples + 1)] if view.status == SUCCESS else []
@@ -234,6 +278,7 @@ def job_page(job_id: str):
                            request_fields=view.request.as_dict(), body=view.body(backend.profile), images=images,
                            history=history, journal=journal, attempts=attempts, age=_duration(backend.clock.now()
                                                                                             - view.created_at),
+                           rule=rule, rule_text=rule_text(rule) if rule else "",
                            control_path="/__mock__/jobs/" + quote(view.id, safe=""), **_chrome())
 
 
