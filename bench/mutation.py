@@ -1,0 +1,107 @@
+"""Mutation testing of one module with mutmut 3, run as ``python -m bench.mutation mockserver/rules.py``.
+
+Why a stage: mutmut copies ``source_paths`` into ``mutants/`` and names each mutant after its file's path, while
+its trampolines fire only when that name equals the module's ``__name__``. Our folders install as
+``sd35_twin.mockserver`` etc. (a package-dir mapping), so mutating ``mockserver/rules.py`` in place would name
+mutants ``mockserver.rules.*`` and none would ever run. The stage, ``build/mutation/<module>/``, holds
+``src/sd35_twin/{mockserver,client}`` as symlinks to the folders (mutmut strips ``src.``: the names match), the
+tests, and a ``pyproject.toml`` that is ours plus the module's ``only_mutate`` and test files from
+``[tool.sd35_twin.mutation]``. mutmut puts ``mutants/src`` first on ``sys.path``, so the mutated copy is the one
+imported (the editable install's finder comes after the path finder). Not in CI: it takes minutes per module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STAGE = REPO / "build" / "mutation"
+PACKAGES = ("mockserver", "client")
+# mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code), grouped as the score counts them.
+KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
+          37: "killed", -11: "segfault", -9: "segfault"}
+
+
+def _toml_value(value) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def stage(module: str, tests: list[str]) -> Path:
+    """The stage for ``module`` (``mockserver/rules.py``), made or refreshed; its pyproject rewritten."""
+    where = STAGE / module.replace("/", "-").removesuffix(".py")
+    (where / "src" / "sd35_twin").mkdir(parents=True, exist_ok=True)
+    for package in PACKAGES:
+        link = where / "src" / "sd35_twin" / package
+        if not link.is_symlink():
+            link.symlink_to(REPO / package, target_is_directory=True)
+    if not (where / "tests").is_symlink():
+        (where / "tests").symlink_to(REPO / "tests", target_is_directory=True)
+    text = (REPO / "pyproject.toml").read_text("utf-8")
+    base = tomllib.loads(text)["tool"]["mutmut"]
+    head = text[:text.index("[tool.mutmut]")]  # ours, less the mutation sections (they come last)
+    settings = {**base, "only_mutate": [f"src/sd35_twin/{module}"], "pytest_add_cli_args_test_selection": tests}
+    body = "\n".join(f"{key} = {_toml_value(value)}" for key, value in settings.items())
+    (where / "pyproject.toml").write_text(f"{head}[tool.mutmut]\n{body}\n", "utf-8")
+    return where
+
+
+def tally(where: Path, module: str) -> Counter:
+    """Each mutant's status from mutmut's ``.meta`` file of ``module``."""
+    meta = where / "mutants" / "src" / "sd35_twin" / (module + ".meta")
+    codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
+    return Counter(KILLED.get(code, "survived" if code == 0 else f"other({code})") for code in codes.values())
+
+
+def survivors(where: Path, module: str) -> int:
+    """Each surviving mutant's name and changed lines (what ``mutmut show`` prints, in one process)."""
+    os.chdir(where)
+    from mutmut.mutation.diff_apply import get_diff_for_mutant  # mutmut reads its configuration from the cwd
+
+    meta = where / "mutants" / "src" / "sd35_twin" / (module + ".meta")
+    for name, code in json.loads(meta.read_text("utf-8"))["exit_code_by_key"].items():
+        if code == 0:
+            diff = get_diff_for_mutant(name, path=f"src/sd35_twin/{module}").splitlines()
+            print(f"# {name}")
+            print("\n".join(line for line in diff[2:] if line[:1] in "+-"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["sd35_twin"]["mutation"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", choices=sorted(config), help="the module to mutate")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results (remove the stage's mutants/)")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1: be nice)")
+    parser.add_argument("--survivors", action="store_true", help="print the last run's survivors' changes, no run")
+    args = parser.parse_args(argv)
+    where = stage(args.module, config[args.module])
+    if args.survivors:
+        return survivors(where, args.module)
+    if args.fresh and (where / "mutants").exists():
+        subprocess.run(["rm", "-rf", str(where / "mutants")], check=True)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    started = time.monotonic()
+    with open(where / "mutmut.log", "w") as log:  # its progress line redraws per mutant: kept out of the terminal
+        run = subprocess.run(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(args.max_children)],
+                             cwd=where, stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    took = time.monotonic() - started
+    counts = tally(where, args.module)
+    total = sum(counts.values())
+    killed = total - counts["survived"]
+    print(f"{args.module}: {total} mutants, {killed} killed ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+          f", score {100 * killed / max(total, 1):.1f} %, {took:.0f} s wall")
+    print(f"survivors: python -m bench.mutation {args.module} --survivors (log: {where.relative_to(REPO)}/mutmut.log)")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
