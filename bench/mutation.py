@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,25 +54,80 @@ def stage(module: str, tests: list[str]) -> Path:
     return where
 
 
-def tally(where: Path, module: str) -> Counter:
-    """Each mutant's status from mutmut's ``.meta`` file of ``module``."""
+def statuses(where: Path, module: str) -> dict[str, int]:
+    """Each mutant's exit code, from mutmut's ``.meta`` file of ``module``."""
     meta = where / "mutants" / "src" / "sd35_twin" / (module + ".meta")
-    codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
-    return Counter(KILLED.get(code, "survived" if code == 0 else f"other({code})") for code in codes.values())
+    return json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
 
 
-def survivors(where: Path, module: str) -> int:
-    """Each surviving mutant's name and changed lines (what ``mutmut show`` prints, in one process)."""
-    os.chdir(where)
-    from mutmut.mutation.diff_apply import get_diff_for_mutant  # mutmut reads its configuration from the cwd
+# A schema description is documentation (it reaches /openapi.json as prose): a mutant that only garbles one, or
+# the word "description" itself, changes no behaviour. Error messages are not in this class: they are what a
+# user reads to fix a request, and tests pin them whole.
+DESCRIPTION = re.compile(r'"description": "([^"]*)"|bounded_integer\("\w+", "([^"]*)"\)')
 
-    meta = where / "mutants" / "src" / "sd35_twin" / (module + ".meta")
-    for name, code in json.loads(meta.read_text("utf-8"))["exit_code_by_key"].items():
-        if code == 0:
-            diff = get_diff_for_mutant(name, path=f"src/sd35_twin/{module}").splitlines()
-            print(f"# {name}")
-            print("\n".join(line for line in diff[2:] if line[:1] in "+-"))
-    return 0
+
+CODECS = {"utf-8", "utf-16", "ascii", "latin-1"}
+
+
+def _changed_literal(old: str, new: str) -> str | None:
+    """The string literal of ``old`` that holds every character ``new`` changes, if one does."""
+    p = 0
+    while p < min(len(old), len(new)) and old[p] == new[p]:
+        p += 1
+    q = 0
+    while q < min(len(old), len(new)) - p and old[-1 - q] == new[-1 - q]:
+        q += 1
+    left, right = old.rfind('"', 0, p + 1), old.find('"', len(old) - q - 1 if q else len(old) - 1)
+    if left == -1 or right <= left or '"' in old[left + 1:max(right, left + 1)]:
+        return None
+    return old[left + 1:right]
+
+
+def classify(module: str, changed: list[str]) -> str:
+    """``text-only`` when each changed line only changes a schema description; ``equivalent`` when it only changes
+    the case of a codec's name (Python looks codecs up in any case: "UTF-8" is "utf-8"); else ``behaviour``, for a
+    person to judge (docs/mutation.md lists those judged equivalent)."""
+    texts = {a or b for a, b in DESCRIPTION.findall((REPO / module).read_text("utf-8"))} | {"description"}
+    removed = [line[1:] for line in changed if line.startswith("-")]
+    added = [line[1:] for line in changed if line.startswith("+")]
+    if removed and len(removed) == len(added) and all(
+            o != n and o.lower() == n.lower() and (_changed_literal(o, n) or "").lower() in CODECS
+            for o, n in zip(removed, added)):
+        return "equivalent"
+    if removed and len(removed) == len(added) and all(_changed_literal(o, n) in texts for o, n in zip(removed, added)):
+        return "text-only"
+    return "behaviour"
+
+
+def survivors(where: Path, module: str) -> list[tuple[str, str, list[str]]]:
+    """Each surviving mutant: its name, its class, its changed lines (what ``mutmut show`` prints)."""
+    here = os.getcwd()
+    os.chdir(where)  # mutmut reads its configuration from the working directory
+    try:
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+        found = []
+        for name, code in statuses(where, module).items():
+            if code == 0:
+                diff = get_diff_for_mutant(name, path=f"src/sd35_twin/{module}").splitlines()
+                changed = [line for line in diff[2:] if line[:1] in "+-"]
+                found.append((name, classify(module, changed), changed))
+        return found
+    finally:
+        os.chdir(here)
+
+
+def summary(where: Path, module: str) -> str:
+    codes = statuses(where, module)
+    counts = Counter(KILLED.get(code, {0: "survived", None: "not checked"}.get(code, f"other({code})"))
+                     for code in codes.values())
+    kinds = Counter(kind for _, kind, _ in survivors(where, module))
+    total, killed = len(codes), sum(1 for code in codes.values() if code in KILLED)
+    behaviour = total - kinds["text-only"] - kinds["equivalent"]
+    return (f"{module}: {total} mutants, {killed} killed ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))});"
+            f" survivors: {kinds['text-only']} text-only, {kinds['equivalent']} equivalent by rule, "
+            f"{kinds['behaviour']} to judge; score {100 * killed / max(total, 1):.1f} % of all, "
+            f"{100 * killed / max(behaviour, 1):.1f} % of those not text-only or equivalent by rule")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     where = stage(args.module, config[args.module])
     if args.survivors:
-        return survivors(where, args.module)
+        for name, kind, changed in survivors(where, args.module):
+            print(f"# {name} ({kind})", *changed, sep="\n")
+        print(summary(where, args.module))
+        return 0
     if args.fresh and (where / "mutants").exists():
         subprocess.run(["rm", "-rf", str(where / "mutants")], check=True)
     mutmut = Path(sys.executable).with_name("mutmut")
@@ -94,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                              cwd=where, stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     took = time.monotonic() - started
-    counts = tally(where, args.module)
-    total = sum(counts.values())
-    killed = total - counts["survived"]
-    print(f"{args.module}: {total} mutants, {killed} killed ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
-          f", score {100 * killed / max(total, 1):.1f} %, {took:.0f} s wall")
+    print(f"{summary(where, args.module)}; {took:.0f} s wall")
     print(f"survivors: python -m bench.mutation {args.module} --survivors (log: {where.relative_to(REPO)}/mutmut.log)")
     return run.returncode
 

@@ -147,7 +147,7 @@ def test_the_schema_takes_its_numbers_from_the_profile():
     assert (samples["minimum"], samples["maximum"], "multipleOf" in samples, "default" in samples) == (1, 4, False,
                                                                                                         False)
     assert (width["multipleOf"], width["default"]) == (64, 1024)
-    assert schema["additionalProperties"] is False and schema["required"] == [
+    assert schema["type"] == "object" and schema["additionalProperties"] is False and schema["required"] == [
         "prompt", "negative_prompt", "num_inference_steps", "samples", "guidance_scale"]
     assert "additionalProperties" not in request_schema(load_default_profile())
 
@@ -225,6 +225,9 @@ def test_escapes_that_are_text_pass_and_bad_strings_are_named_20_at_most_paths_c
     (b"/x", b"batch_id=%FF&ok=1", [("batch_id", "unicode", NOT_TEXT)]),
     (b"/x", b"%FF=1", [("\\udcff", "unicode", NOT_TEXT)]),
     (b"/x", b"=%FF", [("query", "unicode", NOT_TEXT)]),
+    (b"/x", b"%FF=", [("\\udcff", "unicode", NOT_TEXT)]),          # a blank value is still read
+    (b"/x", b"%FF", [("\\udcff", "unicode", NOT_TEXT)]),
+    (b"/x", b"a=\xff", [("a", "unicode", NOT_TEXT)]),               # raw bytes, not escapes
     (b"/x/\xff", b"a=%FF", [("id", "unicode", NOT_TEXT), ("a", "unicode", NOT_TEXT)]),
 ])
 def test_a_url_that_is_not_utf8_is_named(path, query, expected):

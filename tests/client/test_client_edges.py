@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 import responses
+import urllib3.exceptions
 
 from sd35_twin import client
+from sd35_twin.client.api import _never_sent, transport_error
 from sd35_twin.client import InvalidRequestError, JobFailedError, UnexpectedResponseError, WaitTimeoutError
 
 BASE = "https://api.test"
@@ -151,3 +154,193 @@ def test_a_download_that_is_not_an_image_says_what_it_was(api, rsps, tmp_path, c
         api.download(done(BASE + "/files/x?sig=secret"), tmp_path)
     assert str(info.value).startswith(f"download {BASE}/files/x answered {said}, not an image")
     assert info.value.job_id == "job1" and info.value.status_code == 200 and list(tmp_path.iterdir()) == []
+
+
+# --- what every call sends ----------------------------------------------------------------------------------
+
+def test_the_headers_of_each_kind_of_call(api, rsps, tmp_path):
+    rsps.add(responses.POST, SUBMIT, json={"status": "SUCCESS", "id": "job1", "download_urls": [BASE + "/f/a"]})
+    rsps.add(responses.GET, STATUS, json=PENDING)
+    rsps.add(responses.GET, BASE + "/f/a", body=PNG, content_type="image/png")
+    api.download(api.submit(prompt="x"), tmp_path)
+    api.status("job1")
+    submit, download, status = (c.request.headers for c in rsps.calls)
+    mine = ("Accept", "User-Agent", "Content-Type", "API-Key")
+    assert {k: submit.get(k) for k in mine} == {"Accept": "application/json", "User-Agent": "sd35-twin-client/0.1",
+                                               "Content-Type": "application/json", "API-Key": "test-key"}
+    assert {k: status.get(k) for k in mine} == {"Accept": "application/json", "User-Agent": "sd35-twin-client/0.1",
+                                               "Content-Type": None, "API-Key": "test-key"}
+    assert {k: download.get(k) for k in mine} == {"Accept": "image/*, */*;q=0.5", "User-Agent": "sd35-twin-client/0.1",
+                                                 "Content-Type": None, "API-Key": None}
+    assert [c.request.req_kwargs["timeout"] for c in rsps.calls] == [(10.0, 120.0)] * 3
+
+
+def test_a_download_follows_a_redirect_an_api_call_does_not(api, rsps, tmp_path):
+    rsps.add(responses.GET, BASE + "/f/signed", status=302, headers={"Location": BASE + "/store/real"})
+    rsps.add(responses.GET, BASE + "/store/real", body=PNG, content_type="image/png")
+    [path] = api.download([BASE + "/f/signed"], tmp_path)
+    assert (path.name, path.read_bytes()) == ("signed.png", PNG)
+    rsps.add(responses.GET, STATUS, status=302, headers={"Location": BASE + "/elsewhere"})
+    with pytest.raises(client.APIError) as info:
+        api.status("job1")
+    assert str(info.value) == (f"HTTP 302: redirected to {BASE}/elsewhere; not followed (set base_url to the final "
+                               "address)")
+    assert info.value.status_code == 302
+
+
+def test_the_defaults(monkeypatch):
+    monkeypatch.delenv("IMAGEPIPELINE_API_KEY", raising=False)
+    monkeypatch.delenv("IMAGEPIPELINE_BASE_URL", raising=False)
+    with client.ImagePipelineClient() as api:
+        assert (api.timeout, api.wait_timeout, api.validate, api.poll) == ((10.0, 120.0), 600.0, True,
+                                                                            client.api.DEFAULT_POLL)
+        assert api.retry == client.RetryPolicy(status_attempts=5, submit_attempts=3, max_retry_after=60.0)
+        assert repr(api) == "ImagePipelineClient(base_url='https://api.imagepipeline.io', key=none)"
+    with client.ImagePipelineClient(api_key="secret", base_url="http://h:1/") as api:
+        assert repr(api) == "ImagePipelineClient(base_url='http://h:1', key=set)"
+    with client.ImagePipelineClient(api_key="", base_url="http://h") as api:
+        assert repr(api).endswith("key=none)")
+
+
+@pytest.mark.parametrize("backoff,attempt,rand,delay", [
+    (client.Backoff(), 0, 0.0, 0.5), (client.Backoff(), 1, 0.0, 1.0), (client.Backoff(), 4, 0.0, 8.0),
+    (client.Backoff(), 9, 0.0, 8.0), (client.Backoff(), 0, 1.0, 0.25), (client.Backoff(), 500, 0.5, 6.0),
+    (client.api.DEFAULT_POLL, 0, 0.0, 1.0), (client.api.DEFAULT_POLL, 1, 0.0, 1.5),
+    (client.api.DEFAULT_POLL, 2, 1.0, 2.25 * 0.7), (client.api.DEFAULT_POLL, 9, 0.0, 10.0),
+    (client.Backoff(jitter=2.0), 0, 1.0, 0.0),
+])
+def test_backoff_delays_exactly(backoff, attempt, rand, delay):
+    assert backoff.delay(attempt, rand) == pytest.approx(delay)
+
+
+@pytest.mark.parametrize("timeout,wait,expected", [
+    (5, 30, (5, 5)), ((3, None), 30, (3, 30)), ((10, 120), 0.2, (0.5, 0.5)), ((10, 120), 60, (10, 60)),
+])
+def test_a_request_inside_wait_is_timed_to_its_deadline(make_client, rsps, timeout, wait, expected):
+    rsps.add(responses.GET, STATUS, json={"status": "SUCCESS", "id": "job1", "download_urls": ["u"]})
+    make_client(timeout=timeout).wait("job1", timeout=wait)
+    assert rsps.calls[0].request.req_kwargs["timeout"] == expected
+
+
+# --- refusals before sending ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("job_id,message", [("", "must not be empty"), (".", "must not be a dot-segment"),
+                                            ("..", "must not be a dot-segment"),
+                                            ("\udc00", "must be encodable as UTF-8")])
+def test_a_job_id_that_cannot_be_one_path_segment(api, rsps, job_id, message):
+    with pytest.raises(InvalidRequestError) as info:
+        api.status(job_id)
+    assert str(info.value).startswith(f"id: {message}") and info.value.client_side
+    assert info.value.errors == [{"field": "id", "rule": "format", "message": message}] and len(rsps.calls) == 0
+
+
+def test_a_job_id_must_be_a_string(api):
+    with pytest.raises(TypeError, match="^job id must be a string, got int$"):
+        api.status(5)
+
+
+def test_a_body_json_cannot_encode_is_refused_before_sending(api, rsps):
+    with pytest.raises(InvalidRequestError) as info:
+        api.submit(prompt="x", batch_id={1, 2}, validate=False)
+    message = str(info.value)
+    assert message.startswith("body: cannot be encoded as JSON (") and info.value.client_side
+    assert info.value.errors == [{"field": "body", "rule": "json", "message": message[6:]}] and len(rsps.calls) == 0
+
+
+def test_build_request_says_what_it_needs(api):
+    with pytest.raises(TypeError, match=r"^a request object or prompt=\.\.\. is required$"):
+        api.build_request(samples=1)
+    with pytest.raises(TypeError, match="^expected a GenerationRequest, got dict$"):
+        api.build_request({"prompt": "x"})
+    base = api.build_request(prompt="x", samples=1)
+    assert api.build_request(base) is base
+    assert api.build_request(base, samples=2) == client.GenerationRequest(prompt="x", samples=2)
+
+
+# --- transport errors: which, and what they say ---------------------------------------------------------------
+
+def _refused() -> requests.ConnectionError:
+    reason = urllib3.exceptions.NewConnectionError(None, "refused")
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/", reason))
+
+
+@pytest.mark.parametrize("exc,kind,says", [
+    (requests.exceptions.ConnectTimeout("slow"), client.ConnectTimeoutError, "timed out connecting"),
+    (requests.exceptions.SSLError("bad cert"), client.TransportError, "TLS failure"),
+    (requests.exceptions.ReadTimeout("slow"), client.TimeoutError, "no answer in time"),
+    (_refused(), client.ConnectError, "could not connect"),
+    (requests.ConnectionError("reset"), client.ConnectionLostError, "connection lost"),
+    (requests.exceptions.ChunkedEncodingError("cut"), client.ConnectionLostError, "answer cut off"),
+    (requests.exceptions.ContentDecodingError("gz"), client.ConnectionLostError, "answer cut off"),
+    (requests.exceptions.InvalidURL("x"), client.TransportError, "request failed"),
+])
+def test_each_transport_error_is_its_kind_and_says_where(exc, kind, says):
+    err = transport_error(exc, "http://h/p?sig=secret")
+    assert type(err) is kind
+    assert str(err) == f"{says} (http://h/p): {type(exc).__name__}: {exc}"
+    assert str(transport_error(exc)) == f"{says}: {type(exc).__name__}: {exc}"
+
+
+@pytest.mark.parametrize("cause,never_sent", [
+    (urllib3.exceptions.NewConnectionError(None, "x"), True),
+    (ConnectionRefusedError(111, "refused"), True),
+    (urllib3.exceptions.ConnectTimeoutError("slow"), True),
+    (urllib3.exceptions.NameResolutionError("h", None, OSError("no such host")), True),
+    (urllib3.exceptions.ProtocolError("aborted", ConnectionRefusedError()), False),  # it had connected
+    (OSError("something else"), False),
+])
+def test_never_sent_reads_the_whole_chain(cause, never_sent):
+    as_arg = requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/", cause))
+    as_cause = requests.ConnectionError("outer")
+    as_cause.__cause__ = cause
+    as_context = requests.ConnectionError("outer")
+    as_context.__context__ = OSError("middle")
+    as_context.__context__.__context__ = cause
+    assert [_never_sent(e) for e in (as_arg, as_cause, as_context)] == [never_sent] * 3
+
+
+def test_never_sent_survives_a_cycle():
+    a, b = requests.ConnectionError("a"), OSError("b")
+    a.__cause__, b.__context__ = b, a
+    assert _never_sent(a) is False
+
+
+# --- answers that are not what they should be ----------------------------------------------------------------
+
+def test_a_2xx_that_is_not_json_is_quoted_cut_to_200_characters(api, rsps):
+    rsps.add(responses.POST, SUBMIT, body="<" + "x" * 300, status=200)
+    with pytest.raises(UnexpectedResponseError) as info:
+        api.submit(prompt="x")
+    assert str(info.value) == "HTTP 200 with a body that is not JSON: " + repr("<" + "x" * 199 + "...")
+    assert info.value.body == "<" + "x" * 300 and len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize("body,problem", [
+    (PNG[:-3], "the PNG ends before its IEND chunk: the image is incomplete"),
+    (b"\xff\xd8\xff\xe0body", "the JPEG ends before its end-of-image marker: the image is incomplete"),
+])
+def test_an_image_that_ends_early_is_retried_then_named_and_not_saved(api, rsps, clock, tmp_path, body, problem):
+    rsps.add(responses.GET, BASE + "/f/a?sig=1", body=body, content_type="image/png")
+    with pytest.raises(UnexpectedResponseError) as info:
+        api.download(done(BASE + "/f/a?sig=1"), tmp_path)
+    assert str(info.value) == f"download {BASE}/f/a: {problem} ({len(body)} bytes); not saved"
+    assert (info.value.status_code, info.value.job_id) == (200, "job1")
+    assert len(rsps.calls) == 5 and clock.sleeps == [0.5, 1.0, 2.0, 4.0] and list(tmp_path.iterdir()) == []
+
+
+def test_a_jpeg_with_padding_after_its_end_marker_is_whole(api, rsps, tmp_path):
+    body = b"\xff\xd8\xff\xe0body\xff\xd9\x00\x00\r\n"
+    rsps.add(responses.GET, BASE + "/f/a", body=body, content_type="image/jpeg")
+    [path] = api.download([BASE + "/f/a"], tmp_path / "new" / "dir")
+    assert (path.name, path.read_bytes(), len(rsps.calls)) == ("a.jpg", body, 1)
+
+
+def test_a_failed_write_leaves_no_part_file(api, rsps, tmp_path, monkeypatch):
+    rsps.add(responses.GET, BASE + "/f/a", body=PNG, content_type="image/png")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(client.api.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        api.download([BASE + "/f/a"], tmp_path)
+    assert list(tmp_path.iterdir()) == []
