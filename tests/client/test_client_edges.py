@@ -344,3 +344,32 @@ def test_a_failed_write_leaves_no_part_file(api, rsps, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         api.download([BASE + "/f/a"], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- closing what a first mutation run of api.py left --------------------------------------------------------
+
+def test_generate_tags_a_client_side_refusal_after_the_submit_with_the_job_id(api, rsps):
+    """The server answered an id no path can carry: the job exists all the same, so the error names it."""
+    rsps.add(responses.POST, SUBMIT, json={"status": "PENDING", "id": ".."})
+    with pytest.raises(InvalidRequestError) as info:
+        api.generate(prompt="x")
+    assert info.value.job_id == ".." and len(rsps.calls) == 1
+
+
+def test_a_url_without_a_path_falls_back_and_names_starting_with_x_keep_it(api, rsps, tmp_path):
+    rsps.add(responses.GET, BASE + "/", body=PNG, content_type="image/png")
+    rsps.add(responses.GET, BASE + "/f/Xray.png", body=PNG, content_type="image/png")
+    assert [p.name for p in api.download([BASE, BASE + "/f/Xray.png"], tmp_path)] == ["image-1.png", "Xray.png"]
+
+
+def test_only_padding_may_follow_a_jpegs_end_marker(api, rsps, tmp_path):
+    rsps.add(responses.GET, BASE + "/f/a", body=b"\xff\xd8\xff\xe0body\xff\xd9XX", content_type="image/jpeg")
+    with pytest.raises(UnexpectedResponseError, match="end-of-image marker"):
+        api.download([BASE + "/f/a"], tmp_path)
+
+
+def test_a_non_image_keeps_the_start_of_its_body(api, rsps, tmp_path):
+    rsps.add(responses.GET, BASE + "/f/a", body="<" * 300, content_type="text/html")
+    with pytest.raises(UnexpectedResponseError) as info:
+        api.download([BASE + "/f/a"], tmp_path)
+    assert info.value.body == "<" * 200 + "..."
