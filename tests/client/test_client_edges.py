@@ -373,3 +373,28 @@ def test_a_non_image_keeps_the_start_of_its_body(api, rsps, tmp_path):
     with pytest.raises(UnexpectedResponseError) as info:
         api.download([BASE + "/f/a"], tmp_path)
     assert info.value.body == "<" * 200 + "..."
+
+
+@pytest.mark.parametrize("body", ["<html>", "<" * 200])
+def test_a_short_non_image_body_is_kept_whole(api, rsps, tmp_path, body):
+    rsps.add(responses.GET, BASE + "/f/a", body=body, content_type="text/html")
+    with pytest.raises(UnexpectedResponseError) as info:
+        api.download([BASE + "/f/a"], tmp_path)
+    assert info.value.body == body
+
+
+def test_a_write_that_fails_before_the_part_exists_raises_its_own_error(api, rsps, tmp_path, monkeypatch):
+    rsps.add(responses.GET, BASE + "/f/a", body=PNG, content_type="image/png")
+
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(client.api.Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left") as info:
+        api.download([BASE + "/f/a"], tmp_path)
+    assert type(info.value) is OSError and list(tmp_path.iterdir()) == []
+
+
+def test_nothing_to_download_says_so(api, rsps, tmp_path):
+    with pytest.raises(ValueError, match="^nothing to download: no download_urls$"):
+        api.download([], tmp_path)
+    assert list(tmp_path.iterdir()) == []
