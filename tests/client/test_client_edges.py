@@ -13,7 +13,8 @@ import urllib3.exceptions
 
 from sd35_twin import client
 from sd35_twin.client.api import _never_sent, transport_error
-from sd35_twin.client import InvalidRequestError, JobFailedError, UnexpectedResponseError, WaitTimeoutError
+from sd35_twin.client import (InvalidRequestError, JobFailedError, RetryPolicy, UnexpectedResponseError,
+                              WaitTimeoutError)
 
 BASE = "https://api.test"
 SUBMIT = BASE + "/sd3_5/v1"
@@ -398,3 +399,54 @@ def test_nothing_to_download_says_so(api, rsps, tmp_path):
     with pytest.raises(ValueError, match="^nothing to download: no download_urls$"):
         api.download([], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the retry rule at its edges ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code,retried", [(429, True), (500, True), (599, True), (499, False), (404, False)])
+def test_which_status_answers_a_status_read_retries(api, rsps, clock, code, retried):
+    rsps.add(responses.GET, STATUS, status=code, json={"status": "FAILURE", "error": "x"})
+    rsps.add(responses.GET, STATUS, json=PENDING)
+    if retried:
+        assert api.status("job1").is_pending and clock.sleeps == [0.5]
+    else:
+        with pytest.raises(client.ImagePipelineError) as info:
+            api.status("job1")
+        assert info.value.status_code == code and len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize("code,retried", [(429, True), (503, True), (500, False), (502, False), (504, False)])
+def test_which_status_answers_a_submit_retries(api, rsps, clock, code, retried):
+    rsps.add(responses.POST, SUBMIT, status=code, json={"status": "FAILURE", "error": "x"})
+    rsps.add(responses.POST, SUBMIT, json=PENDING)
+    if retried:
+        assert api.submit(prompt="x").is_pending and len(rsps.calls) == 2
+    else:
+        with pytest.raises(client.ImagePipelineError):
+            api.submit(prompt="x")
+        assert len(rsps.calls) == 1
+
+
+def test_a_retry_after_equal_to_the_cap_is_slept(make_client, rsps, clock):
+    api = make_client(retry=RetryPolicy(max_retry_after=30))
+    rsps.add(responses.GET, STATUS, status=429, headers={"Retry-After": "30"})
+    rsps.add(responses.GET, STATUS, json=PENDING)
+    assert api.status("job1").is_pending and clock.sleeps == [30.0]
+
+
+def test_a_retry_that_would_end_exactly_at_the_deadline_is_made(api, rsps, clock):
+    rsps.add(responses.GET, STATUS, status=429, headers={"Retry-After": "10"})
+    rsps.add(responses.GET, STATUS, json={"status": "SUCCESS", "id": "job1", "download_urls": ["u"]})
+    assert api.wait("job1", timeout=10).is_success and clock.sleeps == [10.0]
+
+
+def test_each_try_has_its_own_backoff_step_and_the_budget_is_counted_exactly(make_client, rsps, clock):
+    api = make_client(retry=RetryPolicy(status_attempts=3, submit_attempts=2))
+    rsps.add(responses.GET, STATUS, status=502)
+    with pytest.raises(client.ServerError):
+        api.status("job1")
+    assert (len(rsps.calls), clock.sleeps) == (3, [0.5, 1.0])
+    rsps.add(responses.POST, SUBMIT, status=503)
+    with pytest.raises(client.ServerError):
+        api.submit(prompt="x")
+    assert (len(rsps.calls), clock.sleeps) == (5, [0.5, 1.0, 0.5])
