@@ -450,3 +450,23 @@ def test_each_try_has_its_own_backoff_step_and_the_budget_is_counted_exactly(mak
     with pytest.raises(client.ServerError):
         api.submit(prompt="x")
     assert (len(rsps.calls), clock.sleeps) == (5, [0.5, 1.0, 0.5])
+
+
+def test_close_closes_the_pooled_sockets_at_once(mock):
+    """Session.close() alone only forgets its pools: the keep-alive socket would stay open until a GC."""
+    api = client.ImagePipelineClient(api_key="test-key", base_url=mock.url)
+    mock.control.health()
+    job = api.submit(prompt="x", negative_prompt="", samples=1, width=256, height=256)
+    [pool] = [p for p in (api.session.adapters["http://"].poolmanager.pools.get(k)
+                          for k in api.session.adapters["http://"].poolmanager.pools.keys()) if p is not None]
+    [connection] = [c for c in pool.pool.queue if c is not None]  # the queue holds None for unopened slots
+    assert job.id and connection.sock is not None
+    api.close()
+    assert pool.pool is None and connection.sock is None
+
+
+def test_never_sent_walks_past_a_cause_it_has_already_seen():
+    shared = OSError("seen twice")
+    top = requests.ConnectionError(ConnectionRefusedError(111, "refused"))
+    top.__cause__ = top.__context__ = shared
+    assert _never_sent(top) is True
