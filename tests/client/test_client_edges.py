@@ -470,3 +470,26 @@ def test_never_sent_walks_past_a_cause_it_has_already_seen():
     top = requests.ConnectionError(ConnectionRefusedError(111, "refused"))
     top.__cause__ = top.__context__ = shared
     assert _never_sent(top) is True
+
+
+def test_close_never_fails_on_an_adapter_without_pools_and_still_closes_the_others(mock):
+    class Bare(requests.adapters.BaseAdapter):
+        def send(self, *args, **kwargs):
+            raise NotImplementedError
+
+        def close(self):
+            pass
+
+    class PoolLess(requests.adapters.HTTPAdapter):
+        def close(self):
+            pass
+    api = client.ImagePipelineClient(api_key="test-key", base_url=mock.url)
+    api.submit(prompt="x", negative_prompt="", samples=1, width=256, height=256)
+    manager = api.session.adapters["http://"].poolmanager
+    [pool] = [manager.pools.get(k) for k in manager.pools.keys()]
+    api.session.mount("bare://", Bare())
+    pool_less = PoolLess()
+    del pool_less.poolmanager.pools
+    api.session.mount("poolless://", pool_less)
+    api.close()  # best effort: closing never fails
+    assert pool.pool is None
