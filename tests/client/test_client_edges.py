@@ -74,7 +74,7 @@ def test_wait_without_a_timeout_takes_the_clients(make_client, rsps, clock):
 
 @pytest.mark.parametrize("job", ["", client.JobStatus.from_body({"status": "PENDING", "id": ""})])
 def test_wait_needs_a_job_id(api, rsps, job):
-    with pytest.raises(ValueError, match="needs a job id"):
+    with pytest.raises(ValueError, match=r"^wait\(\) needs a job id$"):
         api.wait(job)
     assert len(rsps.calls) == 0
 
@@ -493,3 +493,11 @@ def test_close_never_fails_on_an_adapter_without_pools_and_still_closes_the_othe
     api.session.mount("poolless://", pool_less)
     api.close()  # best effort: closing never fails
     assert pool.pool is None
+
+
+def test_waiting_on_a_failure_built_without_text_raises_it_with_empty_text(api, rsps):
+    failed = client.JobStatus(status=client.JobState.FAILURE, id="j9")
+    with pytest.raises(JobFailedError) as info:
+        api.wait(failed)
+    assert (info.value.error, str(info.value), info.value.status) == ("", "job j9 failed: ", failed)
+    assert len(rsps.calls) == 0
