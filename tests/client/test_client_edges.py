@@ -501,3 +501,16 @@ def test_waiting_on_a_failure_built_without_text_raises_it_with_empty_text(api, 
         api.wait(failed)
     assert (info.value.error, str(info.value), info.value.status) == ("", "job j9 failed: ", failed)
     assert len(rsps.calls) == 0
+
+
+def test_an_unusable_status_answer_names_its_http_status(api, rsps):
+    rsps.add(responses.GET, STATUS, json={"status": "DONE", "id": "job1"}, status=200)
+    with pytest.raises(UnexpectedResponseError) as info:
+        api.status("job1")
+    assert (info.value.status_code, info.value.job_id) == (200, "job1")
+
+
+@pytest.mark.parametrize("job_id", ["X", "X.X", "x.."])
+def test_ids_with_dots_that_are_not_dot_segments_are_sent(api, rsps, job_id):
+    rsps.add(responses.GET, f"{BASE}/sd3_5/v1/status/{job_id}", json={"status": "PENDING", "id": job_id})
+    assert api.status(job_id).id == job_id
