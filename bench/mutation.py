@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="forget earlier results (remove the stage's mutants/)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1: be nice)")
     parser.add_argument("--survivors", action="store_true", help="print the last run's survivors' changes, no run")
+    parser.add_argument("--recheck", action="store_true",
+                        help="run the last run's survivors that may change behaviour again, and only them")
     args = parser.parse_args(argv)
     where = stage(args.module, config[args.module])
     if args.survivors:
@@ -146,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.fresh and (where / "mutants").exists():
         subprocess.run(["rm", "-rf", str(where / "mutants")], check=True)
+    # text-only and equivalent-by-rule survivors stay survivors whatever the tests: only the others are run again
+    names = [name for name, kind, _ in survivors(where, args.module) if kind == "behaviour"] if args.recheck else []
     mutmut = Path(sys.executable).with_name("mutmut")
     started = time.monotonic()
     with open(where / "mutmut.log", "w") as log:  # its progress line redraws per mutant: kept out of the terminal
-        run = subprocess.run(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(args.max_children)],
+        run = subprocess.run(["nice", "-n", "15", str(mutmut), "run", "--max-children", str(args.max_children), *names],
                              cwd=where, stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     took = time.monotonic() - started
