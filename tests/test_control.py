@@ -203,16 +203,28 @@ def test_webhook_to_non_loopback_host_is_blocked_not_sent(sd35_mock, valid_reque
     assert record["outcome"] == "blocked" and "webhook-allow-host" in record["error"]
 
 
-@pytest.mark.parametrize("rule", [{"type": "status", "status": 500}, {"type": "drop"}, {"type": "malformed"}])
-def test_after_phase_faults_lose_the_answer_but_keep_the_job(sd35_mock, valid_request, rule):
-    """The double-billing case: the server made the job, the client never learns its id."""
-    ctl(sd35_mock, "POST", "/faults", {**rule, "endpoint": "submit", "phase": "after"})
-    try:
-        response = submit(sd35_mock, valid_request)
-        assert response.status_code != 200 or not response.text.endswith("}")
-    except requests.ConnectionError:
-        pass
-    assert len(sd35_mock.jobs()) == 1
+def test_after_phase_faults_lose_the_answer_but_keep_the_job(sd35_mock, valid_request):
+    """The double-billing case: the server made the job, the client never learns its id. Each fault loses the
+    answer its own way: an error status, a connection closed with no answer, a 200 whose JSON is cut off."""
+    def lost(rule: dict):
+        sd35_mock.reset()
+        ctl(sd35_mock, "POST", "/faults", {**rule, "endpoint": "submit", "phase": "after"})
+        try:
+            response = submit(sd35_mock, valid_request)
+        except requests.ConnectionError:
+            response = None
+        [job] = sd35_mock.jobs()
+        [entry] = sd35_mock.requests(kind="submit")
+        return response, job, entry
+
+    response, job, entry = lost({"type": "status", "status": 500})
+    assert response.status_code == 500 and entry["fault"] == "status after"
+    assert response.json()["errors"] == [{"field": "server", "rule": "fault", "message": "injected HTTP 500"}]
+    assert job["id"] not in response.text
+    response, job, entry = lost({"type": "drop"})
+    assert response is None and entry["fault"] == "drop after"
+    response, job, entry = lost({"type": "malformed"})
+    assert (response.status_code, response.text) == (200, '{"status": "SUCC') and entry["fault"] == "malformed after"
     assert submit(sd35_mock, valid_request).status_code == 200
 
 

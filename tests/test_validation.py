@@ -8,10 +8,9 @@ from hypothesis import given, settings
 
 from sd35_twin.mockserver.config import load_default_profile, load_profile
 from sd35_twin.mockserver.errors import InvalidRequest
-from sd35_twin.mockserver.validation import RequestValidator, parse_json_body
+from sd35_twin.mockserver.validation import GenerationRequest, RequestValidator, parse_json_body
 from tests.strategies import one_rule_broken, valid_requests
 
-VALIDATOR = RequestValidator(load_default_profile())
 PAGE_EXAMPLE = {
     "prompt": "beautiful waterfall in the rainforest, anime style",
     "negative_prompt": "error, cropped, worst quality, low quality, duplicate, bad proportions, incomplete subject",
@@ -19,9 +18,15 @@ PAGE_EXAMPLE = {
 }
 
 
-def rejected_fields(body) -> dict[str, set[str]]:
+def default_validator() -> RequestValidator:
+    """Built per test, never at import: a module-level validator would be built once, before a fork-based
+    mutation tool (docs/mutation.md) switches a mutant on, and hide every mutant of the schema's making."""
+    return RequestValidator(load_default_profile())
+
+
+def rejected_fields(body, validator: RequestValidator | None = None) -> dict[str, set[str]]:
     with pytest.raises(InvalidRequest) as caught:
-        VALIDATOR.validate(body)
+        (validator or default_validator()).validate(body)
     fields: dict[str, set[str]] = {}
     for error in caught.value.errors:
         fields.setdefault(error.field, set()).add(error.rule)
@@ -38,10 +43,11 @@ def refuses(validator: RequestValidator, field: str, value: str) -> bool:
 
 
 def test_page_example_is_valid_and_defaults_apply():
-    request = VALIDATOR.validate(PAGE_EXAMPLE)
+    request = default_validator().validate(PAGE_EXAMPLE)
     assert request.guidance_scale == 0.0 and request.samples == 1
     minimal = {k: v for k, v in PAGE_EXAMPLE.items() if k not in ("width", "height")}
-    assert (VALIDATOR.validate(minimal).width, VALIDATOR.validate(minimal).height) == (1024, 1024)
+    assert (default_validator().validate(minimal).width, default_validator().validate(minimal).height) == (1024, 1024)
+    assert request == GenerationRequest(**PAGE_EXAMPLE)
 
 
 @pytest.mark.parametrize("field", ["prompt", "negative_prompt", "num_inference_steps", "samples", "guidance_scale"])
@@ -75,20 +81,23 @@ def test_single_rule(field, value, rule):
 
 
 def test_guidance_zero_and_limits_inclusive():
+    validator = default_validator()
     for guidance in (0, 0.0, 20, 20.0, 7.5):
-        VALIDATOR.validate(dict(PAGE_EXAMPLE, guidance_scale=guidance))
+        assert validator.validate(dict(PAGE_EXAMPLE, guidance_scale=guidance)).guidance_scale == guidance
     for side in (256, 1536):
-        VALIDATOR.validate(dict(PAGE_EXAMPLE, width=side, height=side, samples=2, num_inference_steps=50))
+        request = validator.validate(dict(PAGE_EXAMPLE, width=side, height=side, samples=2, num_inference_steps=50))
+        assert (request.width, request.height, request.samples, request.num_inference_steps) == (side, side, 2, 50)
 
 
 @pytest.mark.parametrize("url", ["HTTPS://Example.com/hook", "http://user:pw@localhost:8000/cb?x=1#f",
                                  "http://[::1]:9000/h"])
 def test_webhook_urls_accepted(url):
-    assert VALIDATOR.validate(dict(PAGE_EXAMPLE, webhook=url)).webhook == url
+    assert default_validator().validate(dict(PAGE_EXAMPLE, webhook=url)).webhook == url
 
 
 def test_unknown_fields_are_ignored():
-    assert VALIDATOR.validate(dict(PAGE_EXAMPLE, model_id="sd3", extra={"a": [1]})).prompt == PAGE_EXAMPLE["prompt"]
+    request = default_validator().validate(dict(PAGE_EXAMPLE, model_id="sd3", extra={"a": [1]}))
+    assert request == GenerationRequest(**PAGE_EXAMPLE)
 
 
 @pytest.mark.parametrize("body", [[], "text", 5, None, True])
@@ -120,7 +129,9 @@ def test_profile_changes_the_rules():
 @settings(max_examples=300, deadline=None)
 @given(valid_requests())
 def test_any_valid_request_is_accepted(body):
-    request = VALIDATOR.validate(body)
+    request = default_validator().validate(body)
+    assert request.as_dict() == {"width": 1024, "height": 1024, "direct_link": False, "queued_image_urls": False,
+                                 **{k: v for k, v in body.items() if k != "some_unknown_field"}}
     assert request.samples == body["samples"]
     assert request.width == body.get("width", 1024) and request.height == body.get("height", 1024)
 
@@ -161,7 +172,7 @@ def test_a_profile_pattern_keeps_json_schema_escapes():
 @pytest.mark.parametrize("prompt,valid", [("\u3000\u00a0\ufeff\u2028 \t", False), ("\x1c", True), ("\x85", True)])
 def test_prompt_whitespace_is_ecma_262s(prompt, valid):
     """As every OpenAPI tool reads the published pattern: Python's \\s would also take U+001C and U+0085."""
-    assert refuses(VALIDATOR, "prompt", prompt) != valid
+    assert refuses(default_validator(), "prompt", prompt) != valid
 
 
 def test_a_lone_surrogate_is_matched_not_a_crash():
