@@ -78,7 +78,7 @@ def _given(value) -> bool:
 
 def _from_environment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     args.source = {}
-    on_command_line = {dest for dest in LIFECYCLE_OPTIONS if _given(getattr(args, dest))}
+    on_command_line = {dest for dest in LIFECYCLE_OPTIONS if _given(getattr(args, dest, None))}  # (proxy: none)
     timings = [dest for dest in LIFECYCLE_OPTIONS if dest in on_command_line]
     for action in parser._actions:
         name = getattr(action, "env_name", None)
