@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .config import deep_merge
 from .testing import MockControl, launch
 from .variants import Variant, load_variants, row_notes, rows_without_variants
 
@@ -126,14 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _merge(base: dict, overlay: dict) -> dict:
-    merged = dict(base)
-    for key, value in overlay.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return merged
-
-
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
@@ -200,7 +193,7 @@ def run_one(command: list[str], variant: Variant | None, mock_args: list[str], b
                                                                                           "the default profile")
     run_id = variant.id if variant else BASELINE
     args = list(mock_args)
-    profile = _merge(base_profile or {}, variant.profile if variant else {})
+    profile = deep_merge(base_profile or {}, variant.profile if variant else {})
     if profile:
         profile_file = workdir / "profile.json"
         profile_file.write_text(json.dumps(profile), "utf-8")
