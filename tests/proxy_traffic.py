@@ -14,7 +14,9 @@ from pathlib import Path
 import requests
 
 from sd35_twin.client import Backoff, ImagePipelineClient, RetryPolicy
-from sd35_twin.mockserver.testing import MockControl, launch
+from sd35_twin.mockserver.config import MockConfig, load_profile
+from sd35_twin.mockserver.server import serve
+from sd35_twin.mockserver.testing import MockControl
 from sd35_twin.mockserver.variants import Variant
 
 KEY = "proxy-test-key-3c9f0d1e"          # what an app sends; the tests grep for it
@@ -22,18 +24,14 @@ POOR_KEY = "proxy-test-poor-key-77aa"     # given 0 credits for one submit
 LIMITED_KEY = "proxy-test-limited-key-42" # rate-limited for two requests
 BASE = {"prompt": "a lighthouse at dusk", "negative_prompt": "blur", "num_inference_steps": 1, "samples": 1,
         "guidance_scale": 0.0}
-UPSTREAM_ARGS = ("--pending-polls", "2", "--seed", "18", "--api-key", KEY, "--api-key", POOR_KEY,
-                 "--api-key", LIMITED_KEY, "--quiet")
 
 
 def launch_upstream(tmp_path: Path, profile: dict | None = None, name: str = "upstream"):
-    """A twin as the upstream, with a profile (a variant's overlay, or a learned profile)."""
-    args = list(UPSTREAM_ARGS)
-    if profile:
-        path = tmp_path / f"{name}-profile.json"
-        path.write_text(json.dumps(profile), "utf-8")
-        args += ["--profile", str(path)]
-    return launch(*args)
+    """A twin as the upstream, with a profile (a variant's overlay, or a learned profile): a real server on a free
+    port, in a thread of this process (a process per upstream would only add its start-up to every round trip)."""
+    config = MockConfig(lifecycle="polls", pending_polls=2, seed=18, api_keys=(KEY, POOR_KEY, LIMITED_KEY),
+                        profile=load_profile(overrides=profile or {}))
+    return serve(config)
 
 
 def drive(proxy_url: str, upstream_url: str, downloads: Path) -> None:
