@@ -62,6 +62,7 @@ def refusal(data) -> list[tuple[str, str, str]]:
         ("length", "enum", "must be 'short' (declared below the body) or 'long'")]),
     ({"type": "drop", "copies": 2}, [("copies", "type", "applies only to type webhook_duplicate")]),
     ({"type": "drop", "attempts": 2}, [("attempts", "type", "applies only to type webhook_drop")]),
+    ({"type": "drop", "length": "long"}, [("length", "type", "applies only to type wrong_length")]),
     ({"type": "drop", "endpoint": "webhook"}, [("endpoint", "webhook_only", WEBHOOK_ONLY)]),
     ({"type": "webhook_drop", "endpoint": "submit"}, [("endpoint", "webhook_only", WEBHOOK_ONLY)]),
     ({"type": "webhook_delay", "ms": 5, "phase": "after"}, [("phase", "type",
@@ -139,6 +140,8 @@ def test_bounds_at_their_edges(data, valid):
                                      "phase": "before", "copies": 1, "applied": 0}),
     ({"type": "webhook_drop", "attempts": 3}, {"type": "webhook_drop", "endpoint": "webhook", "times": 1,
                                                "phase": "before", "attempts": 3, "applied": 0}),
+    ({"type": "webhook_drop"}, {"type": "webhook_drop", "endpoint": "webhook", "times": 1, "phase": "before",
+                                "attempts": 1, "applied": 0}),
     ({"type": "webhook_out_of_order"}, {"type": "webhook_out_of_order", "endpoint": "webhook", "times": 1,
                                         "ms": OUT_OF_ORDER_MS, "phase": "before", "applied": 0}),
     ({"type": "latency", "ms": 5}, {"type": "latency", "endpoint": "any", "times": 1, "ms": 5, "phase": "before",
@@ -236,3 +239,10 @@ def test_at_most_100_rules_and_a_refusal_adds_none():
     assert [(e.field, e.rule, e.message) for e in info.value.errors] == [("faults", "maxItems",
                                                                           "at most 100 rules at once")]
     assert len(faults.rules()) == MAX_RULES
+
+
+def test_a_rule_its_rate_skips_leaves_the_next_rule_to_act():
+    faults = FaultInjector(seed=5)
+    faults.add({"type": "drop", "rate": 0})
+    second = faults.add({"type": "status", "status": 503})
+    assert faults.pick("submit").action is second
