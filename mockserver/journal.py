@@ -28,6 +28,9 @@ def _text(value: object, limit: int | None = None) -> str:
     return shown(str(value)[:limit])
 
 
+MAX_RETRY_AFTER = 86_400 * 365   # a Retry-After beyond a year is no number of seconds a client would wait
+
+
 def _seconds(header: str | None) -> int | float | None:
     """A Retry-After header as a JSON number of seconds (the mock sends whole seconds); None if it is not one."""
     if header is None:
@@ -36,7 +39,9 @@ def _seconds(header: str | None) -> int | float | None:
         value = float(header)
     except ValueError:
         return None
-    return int(value) if value.is_integer() else (value if math.isfinite(value) else None)
+    if not (math.isfinite(value) and 0 <= value <= MAX_RETRY_AFTER):
+        return None
+    return int(value) if value.is_integer() else value
 
 
 class Journal:

@@ -23,12 +23,16 @@ def test_an_entry_whole():
     journal = Journal(size=10, body_chars=100)
     journal.record(at=12.5, method="POST", path="/sd3_5/v1", query="a=1", headers={"API-Key": "secret",
                    "X-Test": "t1"}, body=b'{"prompt": "x"}', status=200, duration_ms=3.14159, fault="latency 5 ms",
-                   kind="submit", job_id="j1", batch_id="b1", retry_after="2", rule="r3")
-    assert journal.entries() == [{
+                   kind="submit", job_id="j1", batch_id="b1", retry_after="2", rule="r3", rows=("L11", "L15"),
+                   body_digest="d" * 64)
+    [entry] = journal.entries()
+    key_id = entry.pop("api_key_id")   # salted per journal: the same key the same id, never the key
+    assert len(key_id) == 16 and int(key_id, 16) >= 0 and "secret" not in key_id
+    assert entry == {
         "at": 12.5, "method": "POST", "path": "/sd3_5/v1", "query": "a=1",
         "headers": {"API-Key": "***", "X-Test": "t1"}, "body": '{"prompt": "x"}', "body_truncated": False,
-        "status": 200, "duration_ms": 3.142, "seq": 1, "kind": "submit", "job_id": "j1", "batch_id": "b1",
-        "retry_after": "2", "fault": "latency 5 ms", "rule": "r3"}]
+        "status": 200, "duration_ms": 3.142, "seq": 1, "kind": "submit", "rows": ["L11", "L15"], "job_id": "j1",
+        "batch_id": "b1", "retry_after": 2, "body_digest": "d" * 64, "fault": "latency 5 ms", "rule": "r3"}
 
 
 def test_an_entry_leaves_out_what_is_unset():
@@ -36,7 +40,7 @@ def test_an_entry_leaves_out_what_is_unset():
     record(journal, fault="")
     assert journal.entries() == [{"at": 1.5, "method": "GET", "path": "/x", "query": "", "headers": {}, "body": "",
                                   "body_truncated": False, "status": 200, "duration_ms": 1.0, "seq": 1,
-                                  "kind": "other"}]
+                                  "kind": "other", "rows": []}]
 
 
 @pytest.mark.parametrize("name", ["API-Key", "api-key", "Authorization", "COOKIE", "Proxy-Authorization"])
@@ -75,7 +79,7 @@ def test_long_ids_and_texts_are_cut_and_what_is_not_text_is_escaped():
            path="/x\udc00", method="G\udc00")
     [entry] = journal.entries()
     assert (entry["job_id"], entry["batch_id"]) == ("j" * HEADER_CHARS, "b" * HEADER_CHARS)
-    assert (entry["retry_after"], entry["query"]) == ("9" * 100, "q" * 500)
+    assert ("retry_after" not in entry, entry["query"]) == (True, "q" * 500)   # 9…9 s is no wait: left out
     assert (entry["path"], entry["method"]) == ("/x\\udc00", "G\\udc00")
 
 

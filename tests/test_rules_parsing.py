@@ -17,8 +17,8 @@ REQ = {"prompt": "a red fox", "negative_prompt": "", "num_inference_steps": 4, "
        "guidance_scale": 0.0, "width": 256, "height": 256}
 TEXT = "must be a non-empty string of at most 2000 characters"
 HEADERS = "must map at most 20 header names to the exact values to match (strings)"
-SECONDS = 'must be seconds from 0 to 86400, with lifecycle "seconds" (or none)'
-POLLS = 'must be a whole number from 1 to 10000, with lifecycle "polls" (or none)'
+SECONDS = 'must be seconds from 0 to 86400, with lifecycle "seconds" or "polls_and_seconds" (or none)'
+POLLS = 'must be a whole number from 1 to 10000, with lifecycle "polls" or "polls_and_seconds" (or none)'
 ERROR = 'must be a non-empty string of at most 2000 characters, with outcome "FAILURE"'
 
 
@@ -43,7 +43,7 @@ def re2_reason(pattern: str) -> str:
                            "error, fault, times"),
       ("colour", "unknown", "is not a rule key: one of match, lifecycle, pending_seconds, pending_polls, outcome, "
                             "error, fault, times")]),
-    ({"lifecycle": "later"}, [("lifecycle", "enum", "must be one of immediate, seconds, polls, manual")]),
+    ({"lifecycle": "later"}, [("lifecycle", "enum", "must be one of immediate, seconds, polls, polls_and_seconds, manual")]),
     ({"lifecycle": "polls", "pending_seconds": 2}, [("pending_seconds", "range", SECONDS)]),
     ({"pending_polls": 0}, [("pending_polls", "range", POLLS)]),
     ({"outcome": "DONE"}, [("outcome", "enum", "must be SUCCESS or FAILURE")]),
