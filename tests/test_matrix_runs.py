@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 
 from sd35_twin.mockserver.matrix import explain, lifecycle_args
 from tests.helpers import REPO
+from tests.test_node_example import node as find_node  # node, or a skip (a failure under CI)
 
 SLOW_POLLER = REPO / "tests" / "data" / "slow_poller.py"
 
@@ -165,17 +165,8 @@ for (let i = 0; i < 30; i++) test(`filler ${i}`, () => {});
 """
 
 
-def node_or_skip() -> str:
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI"):
-            pytest.fail("node is not installed, and CI is set: the Node example must run in CI")
-        pytest.skip("node is not installed")
-    return node
-
-
 def test_a_failed_node_test_run_shows_the_not_ok_line_and_its_error(tmp_path):
-    node = node_or_skip()
+    node = find_node()
     (tmp_path / "app.test.mjs").write_text(FAILING_NODE_TEST, "utf-8")
     done = matrix("--rows", "L05", "--tail", "3", "--", node, "--test", "--test-reporter=tap",
                   str(tmp_path / "app.test.mjs"))
