@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import random
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,3 +34,32 @@ def race(call, threads: int, refused: type[BaseException]) -> tuple[list, int]:
     for worker in workers:
         worker.join()
     return results, len(refusals)
+
+
+@contextmanager
+def refused_port():
+    """A port held bound but not listening for the block: connecting there is refused, every time. A port
+    closed again would be free for another worker's server (or an outgoing connection) a moment later."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def fixed_port() -> int:
+    """A free port below the kernel's ephemeral range, for a command told to listen on a port of its own.
+    A port from ``bind(0)`` is in that range, where the parallel workers' servers and outgoing connections
+    may take it before the command binds (CI saw ``Address already in use`` so)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    pick = random.Random()
+    for _ in range(200):
+        port = pick.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port below {low}")

@@ -20,6 +20,7 @@ import requests
 
 from sd35_twin.contracts.report import load_ledger
 from sd35_twin.mockserver.testing import MockControl, launch
+from tests.helpers import refused_port
 
 ROWS = len(load_ledger())  # the ledger's rows, so a new row does not break these counts
 
@@ -142,12 +143,8 @@ def test_a_bad_target_is_a_usage_error():
 
 
 def test_an_unreachable_url_target_stops_the_run_with_a_clear_message():
-    import socket
-
-    with socket.socket() as s:       # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    done = run_pytest("contracts", "-q", "--ledger-rows", "L03", "--target", f"http://127.0.0.1:{port}", timeout=60)
+    with refused_port() as port:
+        done = run_pytest("contracts", "-q", "--ledger-rows", "L03", "--target", f"http://127.0.0.1:{port}", timeout=60)
     assert done.returncode == 4, done.stdout + done.stderr
     assert f"target http://127.0.0.1:{port} does not answer" in done.stdout + done.stderr
 

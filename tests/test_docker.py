@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import fixed_port
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,12 +101,6 @@ def pip_build_args() -> list[str]:
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run(*argv: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
@@ -137,7 +133,7 @@ def test_the_image_serves_the_lifecycle_runs_as_a_user_and_stops_at_once(record_
     assert build.returncode == 0, f"docker build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
     build_s = time.monotonic() - started
 
-    port = free_port()
+    port = fixed_port()
     url = f"http://127.0.0.1:{port}"
     name = f"sd35-twin-test-{os.getpid()}-{port}"
 

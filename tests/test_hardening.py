@@ -1,6 +1,5 @@
 """Hardening: many threads at once, webhook receivers that misbehave, and bounded memory over a long run."""
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -9,6 +8,7 @@ import requests
 from sd35_twin.mockserver import MockBackend, MockConfig
 from sd35_twin.mockserver.server import serve
 from sd35_twin.mockserver.testing import MockControl, WebhookReceiver
+from tests.helpers import refused_port
 
 KEY = {"API-Key": "hard"}
 REQ = {"prompt": "load", "negative_prompt": "", "num_inference_steps": 1, "samples": 1, "guidance_scale": 0,
@@ -53,11 +53,8 @@ def test_slow_webhook_receiver_does_not_slow_the_api():
 
 
 def test_refusing_and_failing_receivers_are_recorded():
-    with socket.socket() as s:  # a port with nothing listening: connection refused
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
     config = MockConfig(lifecycle="immediate", webhook_max_attempts=3, webhook_backoff=0.0)
-    with WebhookReceiver(status=500) as failing, serve(config) as mock:
+    with refused_port() as closed_port, WebhookReceiver(status=500) as failing, serve(config) as mock:
         control = MockControl(mock.url)
         refused = requests.post(f"{mock.url}/sd3_5/v1", headers=KEY, timeout=5,
                                 json=dict(REQ, webhook=f"http://127.0.0.1:{closed_port}/x")).json()

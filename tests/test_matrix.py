@@ -10,7 +10,7 @@ import sys
 import time
 
 from sd35_twin.mockserver.variants import load_variants
-from tests.helpers import REPO
+from tests.helpers import REPO, fixed_port
 
 FRAGILE_APP = REPO / "tests" / "data" / "fragile_app.py"
 ONE_IMAGE_APP = REPO / "tests" / "data" / "one_image_app.py"
@@ -75,14 +75,8 @@ def test_the_command_gets_the_url_and_variant_and_each_run_a_fresh_mock_with_its
                                                                        "01-L05-samples_=4.log"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_fixed_port_serves_every_run_on_one_url(tmp_path):
-    port = free_port()
+    port = fixed_port()
     done = matrix("--port", str(port), "--rows", "L05,L18", "--report", str(tmp_path / "r.json"), "--",
                   sys.executable, "-c", PROBE, "{url}")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from sd35_twin.mockserver.proxy import DEFAULT_MAX_JOBS, DRIFT_HEADER, ProxySettings, start
 from sd35_twin.mockserver.testing import MockControl
+from tests.helpers import refused_port
 from tests.proxy_traffic import BASE, KEY, drive, launch_upstream
 
 HEADERS = {"API-Key": KEY, "Content-Type": "application/json"}
@@ -272,11 +273,9 @@ def test_no_path_but_the_api_s_two_ever_reaches_the_upstream(hostile, proxy_for,
 
 
 def test_an_unreachable_upstream_is_a_502_naming_upstream(proxy_for):
-    with socket.socket() as sock:           # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proxy = proxy_for(f"http://127.0.0.1:{port}", timeout=2)
-    resp = requests.get(f"{proxy.url}/sd3_5/v1/status/abc", headers=HEADERS, timeout=10)
+    with refused_port() as port:
+        proxy = proxy_for(f"http://127.0.0.1:{port}", timeout=2)
+        resp = requests.get(f"{proxy.url}/sd3_5/v1/status/abc", headers=HEADERS, timeout=10)
     assert resp.status_code == 502 and resp.json()["errors"][0]["field"] == "upstream"
 
 

@@ -35,6 +35,7 @@ from sd35_twin.client import (
     WaitTimeoutError,
 )
 from sd35_twin.client.api import _retry_after, transport_error
+from tests.helpers import refused_port
 
 BASE = "https://api.test"
 SUBMIT = BASE + "/sd3_5/v1"
@@ -414,14 +415,10 @@ def test_submit_is_never_retried_on_other_5xx(api, rsps, code):
 
 
 def test_a_real_refused_connection_is_a_connect_error_and_is_retried(make_client, clock):
-    import socket
-
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    api = make_client(base_url=f"http://127.0.0.1:{port}")
-    with pytest.raises(ConnectError):
-        api.submit(prompt="x")
+    with refused_port() as port:
+        api = make_client(base_url=f"http://127.0.0.1:{port}")
+        with pytest.raises(ConnectError):
+            api.submit(prompt="x")
     assert len(clock.sleeps) == RetryPolicy().submit_attempts - 1
 
 
