@@ -142,7 +142,7 @@ class ImagePipelineClient:
         self.base_url = url.rstrip("/")
         self.timeout = timeout
         self._own_session = session is None
-        self.session = session if session is not None else requests.Session()
+        self.session = session if session is not None else EnvironmentOnceSession()
         self.retry = retry if retry is not None else RetryPolicy()
         self.poll = poll
         self.wait_timeout = wait_timeout
@@ -435,6 +435,34 @@ class ImagePipelineClient:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+class EnvironmentOnceSession(requests.Session):
+    """A ``requests.Session`` that reads the environment's proxy and CA-bundle settings once per scheme and
+    host, as httpx reads them once per client. requests reads them on every call: it walks every environment
+    variable twice (``getproxies`` and ``no_proxy``), a third of the client's own CPU per call (see
+    ``bench/inprocess.py``). A variable set after the first call to a host is not seen by that session; the
+    session's own ``proxies``, ``verify``, ``cert`` and ``trust_env`` are part of the key, so changing them
+    is."""
+
+    MAX_HOSTS = 32  # beyond this many (scheme, host, settings), compute each call as requests does
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple, dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: D102 (requests' hook)
+        if proxies or stream is not None or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, self.trust_env, tuple(sorted(self.proxies.items())), self.stream,
+               str(self.verify), str(self.cert))
+        settings = self._environment.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, {}, None, None, None)
+            if len(self._environment) < self.MAX_HOSTS:
+                self._environment[key] = settings
+        return {**settings, "proxies": dict(settings["proxies"])}
+
 
 def _close_connections(session: requests.Session) -> None:
     """Close pooled sockets now. Session.close() only forgets the pools (urllib3 2 closes them on
