@@ -436,6 +436,7 @@ class Evidence:
         self._numbers: dict[str, _NumberTally] = {}
         self.exchanges = 0
         self.ended = {"count": 0, "seconds": [], "polls": []}      # bounded samples of jobs' lives
+        self.submit_states: set[str] = set()   # what accepted submits answered: both PENDING and SUCCESS is a lifecycle
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -509,6 +510,7 @@ class Evidence:
         return out
 
     def _outcome(self, state: str, p: Mapping) -> Reading:
+        self.submit_states.add(state)
         finished = _get(p, "submit.finished", "lifecycle")
         held = finished == "lifecycle" or (finished == "always") == (state == "SUCCESS")
         learned = "always" if state == "SUCCESS" else "never"
@@ -712,7 +714,8 @@ class Evidence:
             return hint
         for path, counter in tally.codes.items():
             values = counter.most_common()
-            if path == "submit.finished" and len(values) > 1:
+            # only one answer drifts from "always" or "never": the states seen tell a lifecycle
+            if path == "submit.finished" and len(self.submit_states) > 1:
                 hint = _merge(hint, _hint(path, "lifecycle"))
             else:
                 hint = _merge(hint, _hint(path, json.loads(values[0][0])))
