@@ -479,3 +479,417 @@ def test_a_submit_that_made_no_job_reads_no_outcome():
         assert [r for r in Evidence().read(submit(status, body)) if r.row in ("L11", "L12")] == []
     for status in (200, 299):
         assert [r.row for r in Evidence().read(submit(status, {"status": "PENDING", "id": "j"}))][-2:] == ["L11", "L12"]
+
+
+# --- which kind of answer: each condition alone ---------------------------------------------------------------
+
+def errors(*pairs):
+    return {"status": "FAILURE", "errors": [{"field": f, "rule": r} for f, r in pairs]}
+
+
+@pytest.mark.parametrize("kind,status,body,kw,expected", [
+    ("submit", 400, errors(("x", "rate_limit")), {}, "rate_limited"),
+    ("submit", 400, errors(("x", "max_pending")), {}, "rate_limited"),
+    ("submit", 503, {}, {"headers": {"retry-after": "1"}}, "rate_limited"),
+    ("submit", 400, {"error": "Rate Limit exceeded"}, {}, "rate_limited"),
+    ("status", 400, {"message": "Too Many Requests"}, {}, "rate_limited"),
+    ("submit", 500, {"error": "samples: too many"}, {}, None),
+    ("submit", 499, {"error": "samples: too many"}, {}, "invalid"),
+    ("submit", 415, {}, {"request_type": "text/plain"}, "unsupported_media_type"),
+    ("submit", 415, {}, {"request_type": ""}, "unsupported_media_type"),
+    ("submit", 400, errors(("Content-Type", "enum")), {"request_type": "text/plain"}, "unsupported_media_type"),
+    ("submit", 400, {"error": "Content-Type: must be JSON"}, {"request_type": "text/plain"}, "unsupported_media_type"),
+    ("submit", 415, {}, {"request_type": None}, None),
+    ("submit", 415, {}, {"request_type": "application/json"}, None),
+    ("submit", 415, {}, {"request_type": "application/problem+json"}, None),
+    ("status", 415, {}, {"request_type": "text/plain"}, None),
+    ("submit", 403, errors(("API-Key", "credits")), {}, "no_credits"),
+    ("status", 402, {"detail": "Out of Credit"}, {}, "no_credits"),
+    ("status", 401, errors(("API-Key", "required")), {}, "unauthorized"),
+    ("status", 401, {"error": "bad API-Key"}, {}, "unauthorized"),
+    ("status", 401, {"error": "bad api key"}, {}, "unauthorized"),
+    ("status", 401, {"error": "apikey?"}, {}, "unauthorized"),
+    ("status", 401, {"error": "Unauthorized"}, {}, "unauthorized"),
+    ("status", 401, {"error": "not authenticated"}, {}, "unauthorized"),
+    ("submit", 413, {}, {"request_bytes": 1_048_577}, "body_too_large"),
+    ("submit", 413, {}, {"request_bytes": 1_048_576}, None),
+    ("submit", 400, errors(("body", "maxLength")), {}, "body_too_large"),
+    ("submit", 403, errors(("body", "type")), {}, None),
+    ("status", 413, {}, {"request_bytes": 2_000_000}, None),
+    ("status", 404, errors(("id", "pattern")), {}, "not_found"),
+    ("status", 404, {"error": "Job Not Found"}, {}, "not_found"),
+    ("status", 404, {"error": "no job like that"}, {}, "not_found"),
+    ("submit", 403, {"error": "not found"}, {}, None),
+    ("submit", 403, errors(("samples[0]", "type")), {}, "invalid"),
+    ("submit", 403, errors(("guidance_scale.value", "type")), {}, "invalid"),
+    ("submit", 403, {"error": "prompt is odd"}, {}, "invalid"),
+    ("submit", 403, {"error": "odd"}, {}, None),
+    ("submit", 403, {"error": "odd"}, {"request": None}, None),
+    ("submit", 400, {}, {}, "invalid"),
+    ("submit", 422, {}, {}, "invalid"),
+    ("submit", 404, {}, {}, None),
+    ("status", 400, {}, {}, None),
+])
+def test_each_refusal_is_told_by_its_own_sign(kind, status, body, kw, expected):
+    kw.setdefault("request", dict(BASE))
+    assert classify_failure(Exchange(kind, status, body=body, **kw)) == expected
+
+
+def test_a_refusal_s_words_are_read_only_from_its_text_fields():
+    def kind(body):
+        return classify_failure(Exchange("status", 401, body=body))
+
+    assert [kind({"error": ["Unauthorized"]}), kind({"error": 401}), kind({"hint": "unauthorized"}), kind("unauthorized"),
+            kind({"errors": {"field": "API-Key"}}), kind({"errors": ["API-Key", {"field": "API-Key"}]})] == [
+        "unauthorized", None, None, None, None, "unauthorized"]
+    assert classify_failure(Exchange("status", 404, body={"errors": [{"rule": "x"}, {"field": "id"}]})) == "not_found"
+
+
+@pytest.mark.parametrize("kind,status,body,known,expected", [
+    ("submit", 200, {"status": "PENDING"}, False, "submit_pending"),
+    ("status", 200, {"status": "PENDING"}, False, "poll_pending"),
+    ("status", 302, {"status": "PENDING"}, False, "poll_pending"),
+    ("status", 399, {"status": "SUCCESS"}, False, "success"),
+    ("status", 400, {"status": "SUCCESS"}, False, None),
+    ("submit", 400, {"status": "PENDING", "error": "samples"}, False, "invalid"),
+    ("status", 199, {"status": "FAILURE", "id": "j"}, False, None),
+    ("status", 200, {"status": "FAILURE", "id": "j"}, False, "job_failure"),
+    ("status", 299, {"status": "FAILURE"}, True, "job_failure"),
+    ("status", 300, {"status": "FAILURE", "id": "j"}, False, None),
+    ("status", 200, {"status": "FAILURE"}, False, None),
+    ("submit", 200, {"status": "FAILURE", "error": "samples: too many"}, False, "invalid"),
+    ("submit", 200, {"status": "FAILURE"}, False, None),
+    ("status", 200, {}, False, None),
+    ("status", 200, ["PENDING"], False, None),
+    ("status", 404, {"status": "FAILURE"}, True, "job_failure"),
+    ("status", 499, {"status": "FAILURE", "error": "failed"}, True, "job_failure"),
+    ("status", 404, {"status": "FAILURE", "error": "no job"}, False, "not_found"),
+    ("status", 500, {"status": "FAILURE", "error": "no job"}, True, None),
+    ("status", 401, {"status": "FAILURE", "error": "Unauthorized"}, True, "unauthorized"),
+    ("status", 403, {"status": "FAILURE", "error": "Unauthorized"}, True, "unauthorized"),
+    ("status", 429, {"status": "FAILURE", "error": "Unauthorized"}, True, "unauthorized"),
+    ("status", 404, {"status": "FAILURE", "errors": [{"field": "id", "rule": "x"}]}, True, "not_found"),
+    ("submit", 404, {"status": "FAILURE"}, True, None),
+])
+def test_a_job_answer_s_kind(kind, status, body, known, expected):
+    assert status_kind(Exchange(kind, status, body=body, request=dict(BASE)), known_job=known) == expected
+
+
+# --- numbers: accepted, refused, and the bounds they teach ----------------------------------------------------
+
+def test_each_number_sent_is_read_against_the_profile_s_limits():
+    ev = Evidence()
+    readings = ev.read(submit(200, {"status": "PENDING", "id": "j"}, {"samples": 3, "width": 1001, "height": 1536,
+                                                                       "guidance_scale": 20.5, "num_inference_steps": 0}))
+    limits = load_default_profile()["limits"]
+    assert [(r.row, r.held, r.text) for r in readings if r.row in ("L05", "L06", "L08", "L09")] == [
+        ("L05", False, f"L05: samples=3 accepted, the profile has {json.dumps(limits['samples'])}"),
+        ("L08", False, f"L08: width=1001 accepted, the profile has {json.dumps(limits['width'])}"),
+        ("L08", True, "L08: height=1536 accepted"),
+        ("L09", False, f"L09: num_inference_steps=0 accepted, the profile has {json.dumps(limits['num_inference_steps'])}"),
+        ("L06", False, f"L06: guidance_scale=20.5 accepted, the profile has {json.dumps(limits['guidance_scale'])}")]
+    skipped = ev.read(submit(200, {"status": "PENDING", "id": "k"}, {"samples": True, "width": "512", "height": None}))
+    assert [r.row for r in skipped if r.row in ("L05", "L08")] == []
+
+
+def test_a_refused_number_is_read_only_when_the_refusal_names_it():
+    def read(body, request, profile=None):
+        return [(r.row, r.held, r.text) for r in Evidence(profile).read(submit(400, body, request))
+                if r.row in ("L05", "L08", "L09", "L06")]
+
+    assert read(errors(("width", "multipleOf")), {"width": 1001}) == [
+        ("L08", True, "L08: width=1001 refused (multipleOf)")]
+    assert read(errors(("width", "maximum")), {"width": 1000, "samples": 2}) == [
+        ("L08", False, 'L08: width=1000 refused (maximum), the profile has {"min": 256, "max": 1536, "multiple_of": 8, '
+                       '"default": 1024}')]
+    assert read({"error": "samples: too many"}, {"samples": 5, "width": 1024}) == [
+        ("L05", True, "L05: samples=5 refused (maximum)")]
+    assert read({"error": "bad", "errors": [{"field": "prompt"}]}, {"samples": 1}) == []       # another field named
+    assert read({"error": "bad: samples", "errors": [{"field": "prompt"}]}, {"samples": 1}) == [
+        ("L05", False, 'L05: samples=1 refused (multipleOf), the profile has {"min": 1, "max": 2}')]
+    assert read({"error": "samples"}, {"samples": 1}, {"limits": {}}) == [("L05", False, "L05: samples=1 refused "
+                                                                                         "(multipleOf), the profile has {}")]
+    assert read({"error": "samples"}, {"samples": 0}) == [("L05", True, "L05: samples=0 refused (minimum)")]
+
+
+def test_a_refused_number_past_the_largest_accepted_is_read_as_too_big():
+    ev = Evidence({"limits": {}})
+    ev.read(submit(200, {"status": "PENDING", "id": "j"}, {"samples": 4}))
+    (above,) = [r for r in ev.read(submit(400, {"error": "samples"}, {"samples": 5})) if r.row == "L05"]
+    (below,) = [r for r in ev.read(submit(400, {"error": "samples"}, {"samples": 3})) if r.row == "L05"]
+    (same,) = [r for r in ev.read(submit(400, {"error": "samples"}, {"samples": 4})) if r.row == "L05"]
+    assert [above.text, below.text, same.text] == ["L05: samples=5 refused (maximum), the profile has {}",
+                                                   "L05: samples=3 refused (multipleOf), the profile has {}",
+                                                   "L05: samples=4 refused (multipleOf), the profile has {}"]
+
+
+PROFILE = {"limits": {"width": {"min": 256, "max": 1024, "multiple_of": 64}}}
+
+
+def learned_width(accepted=(), refused=(), profile=None) -> dict:
+    """The width bounds learned from these accepted and (value, rule) refused submits."""
+    ev = Evidence(profile or PROFILE)
+    for n, value in enumerate(accepted):
+        ev.read(submit(200, {"status": "PENDING", "id": f"a{n}"}, {"width": value}))
+    for value, rule in refused:
+        ev.read(submit(400, errors(("width", rule)), {"width": value}))
+    return ev.learned().get("limits", {}).get("width", {})
+
+
+def test_bounds_are_learned_from_what_was_accepted_past_them():
+    assert learned_width([192, 1280]) == {"max": 1280, "min": 192}
+    assert learned_width([256, 1024]) == {}
+    assert learned_width([1088], profile={"limits": {"width": {"min": 1}}}) == {}
+
+
+def test_a_bound_is_learned_from_the_nearest_refusal_inside_it():
+    assert learned_width([512], [(960, "maximum"), (896, "maximum")]) == {"max": 512}     # the largest accepted
+    assert learned_width([], [(960, "maximum"), (896, "maximum")]) == {"max": 832}        # a step below the least refused
+    assert learned_width([512, 768], [(896, "maximum")]) == {"max": 768}
+    assert learned_width([896], [(896, "maximum")]) == {"max": 832}
+    assert learned_width([], [(1024, "maximum")]) == {"max": 960}
+    assert learned_width([], [(1088, "maximum")]) == {}
+    assert learned_width([], [(1024, "maximum")], {"limits": {"width": {"max": 2000}}}) == {"max": 1023}
+    assert learned_width([], [(1024, "maximum")], {"limits": {"width": {"min": 1}}}) == {}
+    assert learned_width([1024], [(320, "minimum"), (256, "minimum")]) == {"min": 384}
+    assert learned_width([], [(192, "minimum")]) == {}
+    assert learned_width([], [(300, "minimum")], {"limits": {"width": {"min": 300}}}) == {"min": 301}
+    assert learned_width([], [(300, "minimum")], {"limits": {"width": {"max": 3000}}}) == {}
+
+
+def test_a_step_is_learned_from_the_values_refused_for_it_and_those_accepted():
+    assert learned_width([512, 1024], [(544, "multipleOf"), (576, "multipleOf")]) == {"multiple_of": 128}
+    assert learned_width([320], [(336, "multipleOf")]) == {}                    # the profile's 64 held: nothing to learn
+    assert learned_width([288, 352]) == {"multiple_of": 1}                      # none refused for a step: the least
+    assert learned_width([288, 352], [(300, "multipleOf")]) == {"multiple_of": 8}
+    assert learned_width([288, 352], [(300, "multipleOf"), (264, "multipleOf")]) == {"multiple_of": 16}
+    assert learned_width([260], [(258, "multipleOf")]) == {"multiple_of": 4}
+    assert learned_width([258], [(257, "multipleOf")]) == {"multiple_of": 2}
+    assert learned_width([], [(257, "multipleOf"), (259, "multipleOf")], {"limits": {"width": {"multiple_of": 1}}}) == {
+        "multiple_of": 2}
+    assert learned_width([384], [(385, "multipleOf")]) == {}
+    assert learned_width([], [(300, "multipleOf")], {"limits": {"width": {}}}) == {}
+
+
+def test_refused_values_are_kept_at_the_ends_that_bound_a_limit():
+    wide = {"limits": {"width": {"min": 50, "max": 2000, "multiple_of": 64}}}
+    too_big = [(value, "maximum") for value in range(1984, 1039, -16)]               # 60 values: the least is kept
+    assert learned_width([], too_big, wide) == {"max": 1040 - 64}
+    too_small = [(value, "minimum") for value in range(104, 1001, 8)]                # 113 values: the largest is kept
+    assert learned_width([], too_small + [(104, "minimum")], wide) == {"min": 1000 + 64}
+    odd_then_even = [(value, "multipleOf") for value in (*range(1, 32, 2), *range(1000, 1100, 2))]
+    assert learned_width([], odd_then_even, wide) == {"multiple_of": 2}              # the 16 least: all odd
+
+
+# --- downloads ------------------------------------------------------------------------------------------------
+
+def test_a_download_before_its_job_ended_reads_l16_and_an_image_reads_l17_l27():
+    ev = Evidence()
+    ev.read(submit(200, {"status": "PENDING", "id": "j"}, {"width": 512, "height": 768}, at=0.0))
+    assert said(ev.read(Exchange("download", 404, body={"error": "not ready"}, job_id="j", url="u1", at=1.0))) == [
+        ("L16", True, "L16: image_not_ready answered HTTP 404", {"http_status": {"image_not_ready": 404}}, 404)]
+    ev.read(Exchange("status", 200, body={"status": "SUCCESS", "id": "j", "download_urls": ["u1"]}, job_id="j", at=2.0))
+    assert ev.read(Exchange("download", 404, body={"error": "x"}, job_id="j", url="u1", at=3.0)) == []  # never served
+    blurry = {"type": "webp", "width": 512, "height": 760, "decodable": False}
+    assert said(ev.read(Exchange("download", 200, job_id="j", url="u1", image=blurry, at=4.0))) == [
+        ("L17", False, 'L17: a download (opaque) served "none", the profile assumes "jpeg"',
+         {"urls": {"opaque_format": "none"}}, "none"),
+        ("L27", False, "L27: a download is webp 512x760 (not decodable), asked 512x768", None,
+         {"size": [512, 760], "asked": [512, 768], "decodable": False})]
+    sharp = {"type": "webp", "width": 512, "height": 768, "decodable": True}
+    assert said(ev.read(Exchange("download", 299, headers={"content-type": "image/webp"}, job_id="j", url="u1",
+                                 image=sharp, at=5.0))) == [
+        ("L17", False, 'L17: a download (opaque) served "webp", the profile assumes "jpeg"',
+         {"urls": {"opaque_format": "webp"}}, "webp"),
+        ("L27", True, "L27: a download is webp 512x768, asked 512x768", None,
+         {"size": [512, 768], "asked": [512, 768], "decodable": True})]
+    assert said(ev.read(Exchange("download", 200, headers={"content-type": "text/html"}, job_id="j", url="u1"))) == [
+        ("L17", False, 'L17: a download (opaque) served "text/html", the profile assumes "jpeg"',
+         {"urls": {"opaque_format": "text/html"}}, "text/html")]
+    assert ev.read(Exchange("download", 200, job_id="unknown", url="u1")) == []
+    assert ev.read(Exchange("download", 200, url="u1")) == []
+
+
+def test_a_url_refused_after_it_served_reads_l22_with_the_ages_it_was_seen_at():
+    ev = Evidence()
+    ev.read(submit(200, {"status": "PENDING", "id": "j"}, at=0.0))
+    ev.read(Exchange("status", 200, body={"status": "SUCCESS", "id": "j", "download_urls": ["u1"]}, job_id="j",
+                     at=2.0))
+    ev.read(Exchange("download", 200, job_id="j", url="u1", at=5.12345))
+    (gone,) = ev.read(Exchange("download", 300, job_id="j", url="u1", at=6.98765))
+    assert astuple(gone) == ("L22", False, "L22: image_expired answered HTTP 300, the profile assumes 404",
+                             {"http_status": {"image_expired": 300}}, {"http_status": 300,
+                                                                       "lifetime_s_between": [3.123, 4.988]})
+    unended = Evidence()           # a job whose end was never seen: the URL's refusal, with no ages
+    unended.read(Exchange("download", 200, job_id="j", url="u1"))
+    unended.read(submit(200, {"status": "PENDING", "id": "j"}))
+    unended.read(Exchange("download", 200, job_id="j", url="u1"))
+    (gone,) = unended.read(Exchange("download", 404, job_id="j", url="u1"))
+    assert (gone.row, gone.held, gone.value) == ("L22", True, 404)
+
+
+def test_a_direct_link_download_is_held_against_the_direct_format():
+    ev = Evidence()
+    ev.read(submit(200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]}, {"direct_link": True}))
+    (l17,) = ev.read(Exchange("download", 200, headers={"content-type": "image/png"}, job_id="j", url="u"))
+    assert astuple(l17) == ("L17", True, 'L17: a download (direct) served "png"', {"urls": {"direct_link_format": "png"}},
+                            "png")
+    ev.read(submit(200, {"status": "SUCCESS", "id": "k", "download_urls": ["v"]}, {"direct_link": "yes"}))
+    (l17,) = ev.read(Exchange("download", 200, headers={"content-type": "image/jpeg"}, job_id="k", url="v"))
+    assert l17.text == 'L17: a download (opaque) served "jpeg"'
+
+
+def test_an_image_of_another_size_than_the_default_teaches_the_default():
+    ev = Evidence()
+    ev.read(submit(200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]}))
+    image = {"type": "jpeg", "width": 1152, "height": 896, "decodable": True}
+    assert said(ev.read(Exchange("download", 200, headers={"content-type": "image/jpeg"}, job_id="j", url="u",
+                                 image=image)))[1:] == [
+        ("L27", False, "L27: a download is jpeg 1152x896, asked 1024x1024", None,
+         {"size": [1152, 896], "asked": [1024, 1024], "decodable": True}),
+        ("L07", False, "L07: an image without width/height is 1152x896",
+         {"limits": {"width": {"default": 1152}, "height": {"default": 896}}}, [1152, 896])]
+    assert ev.learned() == {"limits": {"width": {"default": 1152}, "height": {"default": 896}}}
+    custom = Evidence({"limits": {"width": {"default": 1152}, "height": {"default": 896}}})
+    custom.read(submit(200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]}))
+    assert [r.text for r in custom.read(Exchange("download", 200, job_id="j", url="u", image=image))][1:] == [
+        "L27: a download is jpeg 1152x896, asked 1152x896", "L07: the default size 1152x896"]
+    bare = Evidence({})          # no default in the profile: 1024 each way
+    bare.read(submit(200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]}))
+    assert [r.text for r in bare.read(Exchange("download", 200, job_id="j", url="u", image=image))][1] == (
+        "L27: a download is jpeg 1152x896, asked 1024x1024")
+
+
+@pytest.mark.parametrize("request_,decodable,rows", [
+    ({"width": 512}, True, ["L17", "L27"]), ({"height": 512}, True, ["L17", "L27"]),
+    ({}, False, ["L17", "L27"]), ({}, True, ["L17", "L27", "L07"]),
+])
+def test_l07_is_read_only_from_a_decodable_image_of_a_submit_without_a_size(request_, decodable, rows):
+    ev = Evidence()
+    ev.read(submit(200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]}, request_))
+    image = {"type": "jpeg", "width": 640, "height": 640, "decodable": decodable}
+    assert [r.row for r in ev.read(Exchange("download", 200, job_id="j", url="u", image=image))] == rows
+
+
+# --- the report: rows, summary, the contracts' format, the table ----------------------------------------------
+
+def two_rows_seen() -> Evidence:
+    ev = Evidence()
+    ev.read(submit(202, {"status": "PENDING", "id": "j"}))
+    ev.read(submit(202, {"status": "PENDING", "id": "k"}))
+    ev.read(submit(200, {"status": "PENDING", "id": "m"}))
+    return ev
+
+
+def test_rows_say_each_row_held_drifted_or_not_seen_with_examples_and_the_hint():
+    rows = {r["id"]: r for r in two_rows_seen().rows()}
+    assert list(rows) == list(ROWS)
+    assert rows["L15"] == {"id": "L15", "behaviour": "HTTP codes", "profile_key": "http_status", "result": "drifted",
+                           "held": 1, "drifted": 2, "seen": [202, 202, 200],
+                           "examples": ["L15: submit_pending answered HTTP 202, the profile assumes 200"] * 2,
+                           "profile_hint": {"http_status": {"submit_pending": 202}}}
+    assert rows["L12"] == {"id": "L12", "behaviour": "PENDING body", "result": "held", "held": 3, "drifted": 0,
+                           "seen": [["id", "status"]] * 3}
+    assert rows["L22"] == {"id": "L22", "behaviour": "download URL lifetime", "profile_key": "http_status.image_expired",
+                           "result": "not_seen", "held": 0, "drifted": 0}
+    ev = Evidence()
+    ev.read(submit(200, {"status": "PENDING", "id": "j"}, {"batch_id": "b"}))
+    ev.read(Exchange("status", 200, body={"status": "SUCCESS", "id": "j", "download_urls": ["u", "v"]}, job_id="j"))
+    l13 = next(r for r in ev.rows() if r["id"] == "L13")
+    assert l13["result"] == "drifted" and "profile_hint" not in l13      # nothing in a profile changes it
+
+
+def test_a_tally_keeps_the_last_three_examples_and_at_most_16_distinct_drifted_values():
+    ev = Evidence()
+    for code in range(201, 231):
+        ev.read(submit(code, {"status": "PENDING", "id": f"j{code}"}))
+    ev.read(submit(201, {"status": "PENDING", "id": "again"}))
+    ev.read(submit(201, {"status": "PENDING", "id": "and again"}))
+    l15 = next(r for r in ev.rows() if r["id"] == "L15")
+    assert l15["examples"] == [f"L15: submit_pending answered HTTP {c}, the profile assumes 200" for c in (230, 201, 201)]
+    assert l15["seen"] == [230, 201, 201] and l15["drifted"] == 32
+    assert l15["profile_hint"] == {"http_status": {"submit_pending": 201}}    # 3 times: the most often seen
+    ev = Evidence()
+    for code in range(201, 218):                                             # the 17th distinct code is not counted
+        ev.read(submit(code, {"status": "PENDING", "id": f"j{code}"}))
+    for _ in range(3):
+        ev.read(submit(217, {"status": "PENDING", "id": "late"}))
+    assert ev.learned() == {"http_status": {"submit_pending": 201}}
+
+
+def test_summary_counts_rows_by_result():
+    summary = two_rows_seen().summary()
+    assert {k: summary[k] for k in ("exchanges", "held", "drifted", "not_seen")} == {
+        "exchanges": 3, "held": 5, "drifted": 1, "not_seen": len(ROWS) - 6}
+
+
+def test_the_contracts_report_says_held_failed_or_not_checked_per_row(monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_000.25)
+    report = two_rows_seen().contracts_report({"kind": "proxy", "url": "https://api.test"}, started_at=990.12345)
+    rows = {r["id"]: r for r in report["rows"]}
+    assert {k: report[k] for k in ("schema", "target", "summary", "started_at", "duration_s")} == {
+        "schema": "sd35-contracts-report/1", "target": {"kind": "proxy", "url": "https://api.test"},
+        "summary": {"held": 5, "failed": 1, "not_checked": len(ROWS) - 6}, "started_at": 990.123, "duration_s": 10.127}
+    assert rows["L15"] == {
+        "id": "L15", "behaviour": "HTTP codes", "profile_key": "http_status", "result": "failed",
+        "tests": [{"nodeid": "proxy::L15", "outcome": "failed",
+                   "message": "; ".join(["L15: submit_pending answered HTTP 202, the profile assumes 200"] * 2)}],
+        "observed": [{"test": "proxy::L15", "value": {"held": 1, "drifted": 2, "seen": [202, 202, 200]},
+                      "profile": {"http_status": {"submit_pending": 202}}}],
+        "note": "; ".join(["L15: submit_pending answered HTTP 202, the profile assumes 200"] * 2)}
+    assert rows["L12"] == {
+        "id": "L12", "behaviour": "PENDING body", "result": "held", "tests": [{"nodeid": "proxy::L12", "outcome": "passed"}],
+        "observed": [{"test": "proxy::L12", "value": {"held": 3, "drifted": 0, "seen": [["id", "status"]] * 3}}],
+        "note": "3 readings held"}
+    assert rows["L22"] == {
+        "id": "L22", "behaviour": "download URL lifetime", "profile_key": "http_status.image_expired",
+        "result": "not_checked", "tests": [{"nodeid": "proxy::L22", "outcome": "skipped",
+                                            "reason": "not seen by the proxy"}], "note": "not seen by the proxy"}
+    assert "started_at" not in Evidence().contracts_report({"kind": "proxy"})
+
+
+def test_a_failed_row_s_message_is_cut_to_500_characters_and_has_no_profile_when_none_is_learned():
+    ev = Evidence()
+    ev.read(submit(200, {"status": "PENDING", "id": "j"}))
+    ev.read(Exchange("status", 200, body={"status": "SUCCESS", "id": "j", "download_urls": ["u", "v"]}, job_id="j"))
+    (l13,) = [r for r in ev.contracts_report({})["rows"] if r["id"] == "L13"]
+    assert l13["observed"] == [{"test": "proxy::L13", "value": {"held": 0, "drifted": 1,
+                                                                 "seen": [{"download_urls": 2, "samples": 1}]}}]
+    long = Evidence()
+    name = "f" * 200
+    for n in range(3):
+        long.read(submit(400, {"status": "FAILURE", "error": "bad", "errors": [{"field": name}]}, {name: n}))
+    (l20,) = [r for r in long.contracts_report({})["rows"] if r["id"] == "L20"]
+    assert len(l20["tests"][0]["message"]) == 500 and l20["note"] == l20["tests"][0]["message"]
+
+
+def test_the_table_has_a_line_per_row_cut_to_its_width_and_a_total():
+    summary = two_rows_seen().summary()
+    lines = format_rows(summary, width=200).splitlines()
+    assert lines[0] == f"{'row':<4} {'result':<9} {'held':>5} {'drift':>5}  {'behaviour':<24} example / learned"
+    l15 = ("L15  drifted       1     2  HTTP codes               L15: submit_pending answered HTTP 202, the profile "
+           'assumes 200  learned {"http_status": {"submit_pending": 202}}')
+    assert lines[1 + list(ROWS).index("L15")] == l15
+    assert format_rows(summary).splitlines()[1 + list(ROWS).index("L15")] == l15[:117] + "..."   # 120 by default
+    assert lines[1 + list(ROWS).index("L12")] == "L12  held          3     0  PENDING body             "
+    assert lines[-1] == f"3 exchanges: 5 rows held, 1 drifted, {len(ROWS) - 6} not seen"
+    assert len(lines) == len(ROWS) + 2
+    narrow = format_rows(summary, width=60).splitlines()
+    assert narrow[1 + list(ROWS).index("L15")] == l15[:57] + "..." and len(l15[:57] + "...") == 60
+    assert narrow[1 + list(ROWS).index("L12")] == lines[1 + list(ROWS).index("L12")][:60]
+    assert format_rows({}) == lines[0] + "\n0 exchanges: 0 rows held, 0 drifted, 0 not seen"
+    hint_only = {"rows": [{"id": "L08", "result": "drifted", "behaviour": "width, height bounds and more words",
+                           "profile_hint": {"b": 1, "a": 2}}]}
+    assert format_rows(hint_only).splitlines()[1] == (
+        'L08  drifted       0     0  width, height bounds and   learned {"a": 2, "b": 1}')
+
+
+def test_a_recording_is_read_line_by_line_and_what_is_no_exchange_is_skipped():
+    lines = [json.dumps(entry("POST", "/sd3_5/v1", 202, PENDING, sent=BASE)), "not json", "[1, 2]",
+             json.dumps({"request": {"method": "GET", "url": "/__mock__/jobs"}, "response": {"status": 200}}),
+             json.dumps(entry("GET", "/sd3_5/v1/status/j", 200, {"status": "SUCCESS", "id": "j", "download_urls": ["u"]})),
+             json.dumps(entry("GET", "u", 200))]
+    ev = Evidence()
+    assert ev.read_recording(lines) == 3
+    assert ev.summary()["exchanges"] == 3 and ev.job_of_url("u") == "j"
+    assert [r["result"] for r in ev.rows() if r["id"] in ("L15", "L17")] == ["drifted", "drifted"]
