@@ -393,9 +393,9 @@ class _RowTally:
             self.drifted += 1
             self.examples = (self.examples + [reading.text])[-MAX_EXAMPLES:]
             for path, value in _leaves(reading.hint or {}).items():
-                counter = self.codes.setdefault(path, Counter())
-                if value in counter or len(counter) < MAX_DISTINCT:
-                    counter[json.dumps(value)] += 1
+                counter, key = self.codes.setdefault(path, Counter()), json.dumps(value)
+                if key in counter or len(counter) < MAX_DISTINCT:   # a value counted already is always counted again
+                    counter[key] += 1
         self.seen = (self.seen + [reading.value])[-MAX_EXAMPLES:]
 
 
@@ -519,7 +519,7 @@ class Evidence:
 
     def _status(self, ex: Exchange) -> list[Reading]:
         body = ex.body if isinstance(ex.body, Mapping) else {}
-        job = self._jobs.get(ex.job_id or "")
+        job = self._jobs.get(ex.job_id)
         known = job is not None and job.who == ex.who
         kind = status_kind(ex, known_job=known)
         if not known and kind in ("poll_pending", "success", "job_failure") and ex.job_id:
@@ -612,7 +612,7 @@ class Evidence:
 
     def _download(self, ex: Exchange) -> list[Reading]:
         p = self.profile
-        job = self._jobs.get(ex.job_id or "")
+        job = self._jobs.get(ex.job_id)
         if job is None:
             return []
         out: list[Reading] = []
