@@ -393,9 +393,9 @@ class _RowTally:
             self.drifted += 1
             self.examples = (self.examples + [reading.text])[-MAX_EXAMPLES:]
             for path, value in _leaves(reading.hint or {}).items():
-                counter = self.codes.setdefault(path, Counter())
-                if value in counter or len(counter) < MAX_DISTINCT:
-                    counter[json.dumps(value)] += 1
+                counter, key = self.codes.setdefault(path, Counter()), json.dumps(value)
+                if key in counter or len(counter) < MAX_DISTINCT:   # a value counted already is always counted again
+                    counter[key] += 1
         self.seen = (self.seen + [reading.value])[-MAX_EXAMPLES:]
 
 
@@ -436,6 +436,7 @@ class Evidence:
         self._numbers: dict[str, _NumberTally] = {}
         self.exchanges = 0
         self.ended = {"count": 0, "seconds": [], "polls": []}      # bounded samples of jobs' lives
+        self.submit_states: set[str] = set()   # what accepted submits answered: both PENDING and SUCCESS is a lifecycle
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -509,6 +510,7 @@ class Evidence:
         return out
 
     def _outcome(self, state: str, p: Mapping) -> Reading:
+        self.submit_states.add(state)
         finished = _get(p, "submit.finished", "lifecycle")
         held = finished == "lifecycle" or (finished == "always") == (state == "SUCCESS")
         learned = "always" if state == "SUCCESS" else "never"
@@ -517,7 +519,7 @@ class Evidence:
 
     def _status(self, ex: Exchange) -> list[Reading]:
         body = ex.body if isinstance(ex.body, Mapping) else {}
-        job = self._jobs.get(ex.job_id or "")
+        job = self._jobs.get(ex.job_id)
         known = job is not None and job.who == ex.who
         kind = status_kind(ex, known_job=known)
         if not known and kind in ("poll_pending", "success", "job_failure") and ex.job_id:
@@ -610,7 +612,7 @@ class Evidence:
 
     def _download(self, ex: Exchange) -> list[Reading]:
         p = self.profile
-        job = self._jobs.get(ex.job_id or "")
+        job = self._jobs.get(ex.job_id)
         if job is None:
             return []
         out: list[Reading] = []
@@ -712,7 +714,8 @@ class Evidence:
             return hint
         for path, counter in tally.codes.items():
             values = counter.most_common()
-            if path == "submit.finished" and len(values) > 1:
+            # only one answer drifts from "always" or "never": the states seen tell a lifecycle
+            if path == "submit.finished" and len(self.submit_states) > 1:
                 hint = _merge(hint, _hint(path, "lifecycle"))
             else:
                 hint = _merge(hint, _hint(path, json.loads(values[0][0])))

@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from sd35_twin import contracts
 from sd35_twin.mockserver.config import MockConfig
+from sd35_twin.mockserver.coverage import Coverage, collect, meet, stop_collecting
 from sd35_twin.mockserver.server import serve
 from sd35_twin.mockserver.testing import MockControl, WebhookReceiver
 from sd35_twin.mockserver.variants import row_notes
 
-REPO = Path(__file__).resolve().parents[1]
+# The repository, found through the installed contracts package rather than this file's place: a mutation run
+# (docs/mutation.md) runs a copy of the tests from elsewhere, and must still read the real ledger and sources.
+REPO = Path(contracts.__file__).resolve().parents[1]
 LEDGER = json.loads((REPO / "contracts" / "ledger.json").read_text("utf-8"))["rows"]
 KEY, OTHER = {"API-Key": "coverage-key"}, {"API-Key": "other-key"}
 BODY = {"prompt": "a fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1, "guidance_scale": 1.0}
@@ -48,6 +52,42 @@ def test_every_guessed_row_says_what_would_meet_it_and_the_risk():
     assert assumed <= set(notes)
     for row, note in notes.items():
         assert len(note["meet"]) > 20 and note["risk"].startswith("your suite never"), (row, note)
+
+
+# -- the core, without HTTP ----------------------------------------------------------------------------------
+
+def test_a_mark_outside_a_collecting_request_is_a_no_op_and_a_row_is_collected_once():
+    meet("L05")                          # the control plane's requests collect nothing: no error either
+    rows: list = []
+    token = collect(rows)
+    try:
+        meet("L05")
+        meet("L23")
+        meet("L05")
+    finally:
+        stop_collecting(token)
+    meet("L09")                          # after stop_collecting: not collected
+    assert rows == ["L05", "L23"]
+
+
+def test_coverage_counts_with_the_first_and_last_seq_and_a_mark_off_any_request_keeps_them():
+    coverage = Coverage()
+    assert coverage.report()["resets"] == 0 and coverage.report()["met"] == []
+    coverage.met_off_request("L19")      # a webhook thread's mark first: no seq yet
+    coverage.add(["L19", "L23"], seq=5)
+    coverage.add(["L19"], seq=7)
+    coverage.met_off_request("L19")
+    coverage.add(["L19"], seq=9)
+    met = {m["row"]: m for m in coverage.report()["met"]}
+    assert met["L19"] == {"row": "L19", "count": 5, "first_seq": 5, "last_seq": 9}
+    assert met["L23"] == {"row": "L23", "count": 1, "first_seq": 5, "last_seq": 5}
+
+
+def test_a_row_never_met_says_what_would_meet_it_and_the_risk():
+    never = {n["row"]: n for n in Coverage().report()["never_met"]}
+    notes = row_notes()
+    assert list(never) == list(notes)
+    assert never["L22"] == {"row": "L22", "would_meet": notes["L22"]["meet"], "risk": notes["L22"]["risk"]}
 
 
 # -- one server; each case resets it ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from sd35_twin.mockserver.journal import (
     HEADER_CHARS,
     MAX_COUNTED_BATCH_IDS,
     MAX_HEADERS,
+    MAX_RETRY_AFTER,
     Journal,
 )
 
@@ -151,3 +152,31 @@ def test_batch_ids_past_the_first_thousand_are_counted_together():
     counts = journal.counts()
     assert len(counts["submits_by_batch_id"]) == MAX_COUNTED_BATCH_IDS and "late" not in counts["submits_by_batch_id"]
     assert (counts["submits_by_batch_id"]["b0"], counts["other_batch_ids"]) == (2, 2)
+
+
+# --- retry_after and api_key_id ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header,seconds", [
+    ("2", 2), ("0", 0), ("1.5", 1.5), ("2.0", 2), (" 7 ", 7), (str(MAX_RETRY_AFTER), MAX_RETRY_AFTER),
+    (str(MAX_RETRY_AFTER + 1), None), ("-1", None), ("-0.5", None), ("inf", None), ("nan", None), ("soon", None),
+    ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("", None), (None, None),
+])
+def test_retry_after_is_a_number_of_seconds_or_left_out(header, seconds):
+    journal = Journal(size=10, body_chars=10)
+    record(journal, retry_after=header)
+    [entry] = journal.entries()
+    assert entry.get("retry_after", None) == seconds and ("retry_after" in entry) == (seconds is not None)
+    assert type(entry.get("retry_after")) is type(seconds)      # whole seconds stay an int
+
+
+def test_api_key_id_is_the_same_for_the_same_key_and_differs_otherwise_and_between_journals():
+    journal, other = Journal(size=10, body_chars=10), Journal(size=10, body_chars=10)
+    for headers in ({"API-Key": "k1"}, {"api-key": "k1"}, {"API-Key": "k2"}, {"API-Key": "k\udc80"}, {"X-Key": "k1"}):
+        record(journal, headers=headers)
+        record(other, headers=headers)
+    ids = [e.get("api_key_id") for e in journal.entries()]
+    assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3]}) == 3 and ids[4] is None
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids[:4])
+    assert [e.get("api_key_id") for e in other.entries()][0] != ids[0]      # salted per journal
+    [first] = journal.entries(key="k1", limit=1)
+    assert first["api_key_id"] == ids[1]
