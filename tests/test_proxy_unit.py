@@ -242,6 +242,7 @@ def test_an_answer_of_exactly_the_limit_is_taken_and_one_byte_more_is_a_502(up, 
                    f"answered more than {MAX_ANSWER_BYTES} bytes")
     entry = recorded(tmp_path)[-1]
     assert entry["response"]["status"] == 200 and entry["response"]["body"] == exact[:4096].decode()
+    assert entry["response"]["headers"]["Content-Type"] == "application/json"
 
 
 class Clock:
@@ -254,7 +255,7 @@ class Clock:
         return self.now
 
     def time(self):
-        return 1.7e9
+        return 1_700_000_000.12345
 
 
 class Stream(io.RawIOBase):
@@ -298,7 +299,13 @@ def test_an_answer_still_arriving_at_the_deadline_is_a_504_and_one_done_by_then_
                    "did not finish its answer within 2 s")
     entry = recorded(tmp_path)[-1]
     assert entry["response"]["status"] == 200 and entry["response"]["body"] == {"a": 1}
-    assert [e["at"] for e in recorded(tmp_path)] == [1.7e9, 1.7e9]
+    # what is kept of an answer cut off by the deadline: its first 4096 bytes
+    up.replace(responses.POST, f"{UP}/sd3_5/v1", body=stream([b"y" * 3000, b"z" * 3000], clock, 2.0),
+               content_type="text/plain")
+    upstream_error(app.post("/sd3_5/v1", data=BODY, headers=HEADERS), 504, "timeout",
+                   "did not finish its answer within 2 s")
+    assert recorded(tmp_path)[-1]["response"]["body"] == "y" * 3000 + "z" * 1096
+    assert [(e["at"], e["elapsed_ms"]) for e in recorded(tmp_path)[:2]] == [(1_700_000_000.123, 3000.0)] * 2
 
 
 @pytest.mark.parametrize("fail, status, rule, message", [
@@ -306,12 +313,14 @@ def test_an_answer_still_arriving_at_the_deadline_is_a_504_and_one_done_by_then_
     (TimeoutError("timed out"), 504, "timeout", "did not finish its answer within 3 s"),
 ])
 def test_an_answer_broken_off_is_a_502_and_one_that_times_out_a_504(up, tmp_path, fail, status, rule, message):
-    up.add(responses.POST, f"{UP}/sd3_5/v1", body=stream([b'{"status":'], fail=fail),
-           content_type="application/json")
+    sent = b'{"status":' + b" " * 5000
+    up.add(responses.POST, f"{UP}/sd3_5/v1", body=stream([sent[:3000], sent[3000:]], fail=fail),
+           content_type="application/json", headers={"X-Up": "1"})
     _, app = make(tmp_path, timeout=3.0)
     upstream_error(app.post("/sd3_5/v1", data=BODY, headers=HEADERS), status, rule, message)
     entry = recorded(tmp_path)[-1]
-    assert entry["response"]["body"] == '{"status":' and entry["error"] == f"upstream: {message}"
+    assert entry["response"]["body"] == sent[:4096].decode() and entry["error"] == f"upstream: {message}"
+    assert entry["response"]["status"] == 200 and entry["response"]["headers"]["X-Up"] == "1"
 
 
 def test_an_answer_broken_off_after_the_deadline_is_a_504(up, monkeypatch):
@@ -408,6 +417,8 @@ def test_a_download_that_redirects_is_not_followed(up, tmp_path):
                    "the download redirected to cdn.invalid: not followed")
     download = recorded(tmp_path)[-1]
     assert download["kind"] == "download" and download["response"]["status"] == 307
+    assert download["response"]["body"] is None and download["response"]["headers"]["Location"] == \
+        "https://cdn.invalid/a.png"
     up.replace(responses.GET, original, status=302, body=b"")
     upstream_error(app.get(url.removeprefix("http://proxy.test")), 502, "redirect",
                    "the download redirected to (no Location): not followed")
@@ -456,10 +467,102 @@ def test_the_download_map_forgets_the_oldest_url_past_its_bound(monkeypatch):
     assert again not in tokens and proxy.original(again) == "https://a/0.png" and proxy.original(tokens[1]) is None
 
 
+def test_redirect_codes_are_300_to_399_and_a_400_is_an_answer(up):
+    _, app = make()
+    for code, where in ((300, "a.test"), (399, "b.test")):
+        up.upsert(responses.POST, f"{UP}/sd3_5/v1", status=code, body=b"", headers={"Location": f"http://{where}/"})
+        upstream_error(app.post("/sd3_5/v1", data=BODY, headers=HEADERS), 502, "redirect",
+                       f"redirected to {where}: not followed")
+    refusal = {"status": "FAILURE", "error": "samples: must be at most 2"}
+    up.replace(responses.POST, f"{UP}/sd3_5/v1", status=400, json=refusal, headers={"Location": "http://c.test/"})
+    resp = app.post("/sd3_5/v1", data=BODY, headers=HEADERS)
+    assert resp.status_code == 400 and resp.get_json() == refusal
+    up.replace(responses.POST, f"{UP}/sd3_5/v1", status=299, json=PENDING)
+    assert app.post("/sd3_5/v1", data=BODY, headers=HEADERS).status_code == 299
+
+
+def test_an_image_sent_or_answered_is_summarised_never_stored(up, tmp_path):
+    image = png(2, 2)
+    up.add(responses.POST, f"{UP}/sd3_5/v1", status=200, body=image, content_type="image/png")
+    _, app = make(tmp_path)
+    upstream_error(app.post("/sd3_5/v1", data=image, headers={"API-Key": KEY, "Content-Type": "image/png"}), 502,
+                   "json", "answered HTTP 200 image/png, not JSON")
+    [entry] = recorded(tmp_path)
+    summary = {"_binary": "image/png", "bytes": len(image), "sha256": __import__("hashlib").sha256(image).hexdigest()}
+    assert entry["request"]["body"] == summary and entry["response"]["body"] == summary
+
+
+def test_rewritten_download_urls_keep_the_rest_of_the_answer_as_utf8_json(up):
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1",
+           json={"status": "SUCCESS", "id": "job-1", "note": "café", "download_urls": [f"{UP}/f/a.png"]})
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-2", json=["download_urls"])
+    proxy, app = make(proxy_downloads=True)
+    resp = app.get("/sd3_5/v1/status/job-1")
+    token = proxy.rewrite({"download_urls": [f"{UP}/f/a.png"]})["download_urls"][0].split("/")[-2]
+    assert resp.data == ('{"status": "SUCCESS", "id": "job-1", "note": "café", "download_urls": '
+                         f'["http://proxy.test/__proxy__/download/{token}/a.png"]}}').encode("utf-8")
+    assert app.get("/sd3_5/v1/status/job-2").get_json() == ["download_urls"]     # a list is no job: left alone
+
+
+def test_before_it_is_bound_a_download_url_is_a_path_of_the_proxy():
+    url = ShadowProxy(ProxySettings(upstream=UP)).rewrite({"download_urls": ["https://a/b.png"]})["download_urls"][0]
+    assert url.startswith("/__proxy__/download/") and url.endswith("/b.png")
+
+
+def test_a_job_is_compared_with_its_submit_only_when_the_same_key_reads_it(up, tmp_path):
+    up.add(responses.POST, f"{UP}/sd3_5/v1", json=PENDING)
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1", json={"status": "SUCCESS", "id": "job-1", "download_urls": [
+        f"{UP}/f/1.png", f"{UP}/f/2.png"]})
+    _, app = make(tmp_path)
+    app.post("/sd3_5/v1", data=BODY, headers=HEADERS)                            # samples: 1
+    app.get("/sd3_5/v1/status/job-1", headers={"API-Key": KEY})
+    app.get("/sd3_5/v1/status/job-1", headers={"API-Key": "someone-else"})
+    _, own, other = recorded(tmp_path)
+    l13 = [next(r for r in e["readings"] if r["row"] == "L13") for e in (own, other)]
+    assert [r["held"] for r in l13] == [False, True]            # two URLs for samples=1; another key's job: no submit
+    assert "samples=1" in l13[0]["text"] and "samples=None" in l13[1]["text"]
+
+
+def test_two_drifted_rows_are_named_sorted_in_the_header_and_the_log(up, caplog):
+    up.add(responses.POST, f"{UP}/sd3_5/v1", status=422, json={"status": "FAILURE", "detail": "bad"})
+    _, app = make(strict=True)
+    with caplog.at_level(logging.INFO, logger="sd35_twin.proxy"):
+        resp = app.post("/sd3_5/v1", data=b'{"prompt": ""}', headers=HEADERS)
+    rows = resp.headers[DRIFT_HEADER]
+    assert rows.count(",") >= 1 and rows.split(",") == sorted(rows.split(","))
+    assert caplog.records[-1].getMessage() == f"POST /sd3_5/v1 -> 422 drift {rows}"
+
+
+def test_a_download_is_logged_by_its_kind(up, caplog):
+    original = f"{UP}/files/a.png"
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1",
+           json={"status": "SUCCESS", "id": "job-1", "download_urls": [original]})
+    up.add(responses.GET, original, body=png(1, 1), content_type="image/png")
+    _, app = make(proxy_downloads=True)
+    url = app.get("/sd3_5/v1/status/job-1").get_json()["download_urls"][0]
+    with caplog.at_level(logging.INFO, logger="sd35_twin.proxy"):
+        app.get(url.removeprefix("http://proxy.test"))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("GET download -> 200")       # (a 1x1 image drifts rows: its size, its type's name)
+
+
+def test_the_upstream_is_asked_without_the_environment_s_proxies_or_netrc_credentials(up, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine up.test login someone password secret\n")
+    os.chmod(netrc, 0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1", json=PENDING)
+    _, app = make()
+    assert app.get("/sd3_5/v1/status/job-1").status_code == 200
+    assert "Authorization" not in up.calls[0].request.headers
+    trusting = requests.Session()                     # what the session would send if it trusted the environment
+    assert trusting.get(f"{UP}/sd3_5/v1/status/job-1").request.headers["Authorization"].startswith("Basic ")
+
+
 # -- the app's own answers ----------------------------------------------------------------------------------------
 
 def test_paths_methods_and_sizes_it_refuses_are_failures_that_say_why(up):
-    _, app = make()
+    proxy, app = make()
     assert error(app.get("/openapi.json")) == (404, [{"field": "path", "rule": "exists", "message": (
         "is not an API path: this proxy forwards only POST /sd3_5/v1 and GET /sd3_5/v1/status/{id}")}],
         "path: is not an API path: this proxy forwards only POST /sd3_5/v1 and GET /sd3_5/v1/status/{id}")
@@ -470,7 +573,7 @@ def test_paths_methods_and_sizes_it_refuses_are_failures_that_say_why(up):
     assert error(huge) == (413, [{"field": "body", "rule": "maxLength",
                                   "message": f"is too large: at most {MAX_REQUEST_BYTES} bytes"}],
                            f"body: is too large: at most {MAX_REQUEST_BYTES} bytes")
-    assert len(up.calls) == 0
+    assert len(up.calls) == 0 and proxy.forwarded_submits == 0          # a body refused spends no job
 
 
 def test_another_http_error_keeps_its_code_and_description():
@@ -618,6 +721,17 @@ def test_a_private_file_is_created_owner_only_truncated_or_appended(tmp_path):
     assert path.read_bytes() == "ü".encode("utf-8")
 
 
+def test_a_private_file_whose_mode_cannot_be_set_is_an_error_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    def refuse(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(PermissionError):
+        private_file(tmp_path / "f.txt", append=True)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_a_recording_that_fails_is_logged_and_the_app_still_gets_its_answer(up, tmp_path, caplog):
     up.add(responses.POST, f"{UP}/sd3_5/v1", json=PENDING)
     proxy, app = make(tmp_path)
@@ -642,6 +756,7 @@ def test_a_started_proxy_writes_its_report_when_closed(tmp_path):
     running = start(ProxySettings(upstream=UP, report=str(path)), host="127.0.0.1")
     assert running.url.startswith("http://127.0.0.1:") and running.proxy.base_url == running.url
     assert running.proxy.bound_host == "127.0.0.1"
+    assert running.running.thread.name == "sd35-proxy" and running.running.thread.daemon   # never holds up an exit
     with urllib.request.urlopen(f"{running.url}/__proxy__/report", timeout=10) as resp:
         assert json.loads(resp.read())["upstream"] == UP
     assert not path.exists()
@@ -788,7 +903,20 @@ def test_the_options_and_their_defaults():
         with pytest.raises(SystemExit):
             parser.parse_args([option, bad])
     helps = " ".join(parser.format_help().split())
-    assert "default https://api.imagepipeline.io" in helps and "X-Sd35-Drift" in helps and "default 120)" in helps
+    for said in ("A shadow proxy: the app's own calls to the live API, checked against the twin's ledger, recorded "
+                 "(keys removed) and learned into a profile.",
+                 "--upstream UPSTREAM the API to forward to (default https://api.imagepipeline.io); only its host is "
+                 "ever contacted", "--host HOST address to bind (default 127.0.0.1)",
+                 "--port PORT port (default 8090; 0 picks a free one)",
+                 "--record FILE append every exchange, keys removed and images summarised, as JSON lines (mode 0600)",
+                 "--report FILE on exit, write the evidence as a contracts report (python -m sd35_twin.contracts "
+                 "drift)", "--max-jobs N forward at most N submits (default 20); later ones get a FAILURE and never "
+                 "reach the upstream", "--strict an answer that drifted carries X-Sd35-Drift: the rows, so an app's "
+                 "tests can fail on it", "--proxy-downloads rewrite download URLs to pass through the proxy, so "
+                 "images are checked too", "--profile FILE the twin's profile to check against (default: the default "
+                 "one)", "--timeout SECONDS an upstream answer's time in all (default 120); then 504",
+                 "--threads THREADS threads serving requests (default 8)", "--quiet log warnings only"):
+        assert said in helps, said
 
 
 @pytest.mark.parametrize("args, message", [
@@ -809,11 +937,12 @@ def test_main_refuses_a_profile_or_file_it_cannot_use(args, message, capsys, tmp
 
 def test_main_names_a_profile_value_the_twin_refuses(tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"http_status": {"submit_pending": 99}}))
+    bad.write_text(json.dumps({"http_status": {"submit_pending": 99, "submit_success": 98}}))
     with pytest.raises(SystemExit):
         main(["--profile", str(bad)])
     err = capsys.readouterr().err
-    assert err.startswith("sd35-mock proxy: error: argument --profile: http_status.submit_pending: ")
+    assert err.startswith("sd35-mock proxy: error: argument --profile: http_status.submit_")
+    assert err.count("; argument --profile: http_status.submit_") == 1          # each error named, one line
     assert "argument --profile: profile." not in err and err.count("\n") == 1
 
 
@@ -896,11 +1025,13 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
     seen = {}
 
     def drive(url):
-        seen["url"] = url
+        seen["url"], seen["gc"] = url, gc.get_threshold()
+        seen["queue_log"] = logging.getLogger("waitress.queue").level
         seen["submits"] = [fetch(f"{url}/sd3_5/v1", BODY, HEADERS) for _ in range(2)]
         seen["status"] = fetch(f"{url}/sd3_5/v1/status/job-1", headers=HEADERS)
         seen["slow"] = fetch(f"{url}/sd3_5/v1/status/job-2", headers=HEADERS)
 
+    record.write_text('{"earlier": "run"}\n')   # a recording is appended to, never truncated at start
     profile = tmp_path / "profile.json"       # a profile that expects 202: the upstream's 200 drifts from it
     profile.write_text(json.dumps({"http_status": {"submit_pending": 202}}))
     code, out, err = run_main(["--upstream", UP, "--port", "0", "--record", str(record), "--report", str(report),
@@ -917,7 +1048,9 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
     status, _, body = seen["slow"]
     assert status == 504 and json.loads(body)["error"] == f"upstream: {UP} did not answer within 7 s"
     assert [c.request.url for c in up.calls][:2] == [f"{UP}/sd3_5/v1", f"{UP}/sd3_5/v1/status/job-1"]
-    assert len(record.read_text().splitlines()) == 3 and KEY not in record.read_text()
+    lines = record.read_text().splitlines()
+    assert len(lines) == 4 and lines[0] == '{"earlier": "run"}' and KEY not in record.read_text()
+    assert (seen["gc"], seen["queue_log"]) == ((50_000, 50, 100), logging.ERROR)    # tuned to serve under load
     data = json.loads(report.read_text())
     assert data["live_jobs"] == {"cap": 1, "created": 1, "blocked": 1}
     l15 = next(r for r in data["rows"] if r["id"] == "L15")
@@ -934,10 +1067,14 @@ def test_main_quiet_logs_warnings_only_and_warns_when_bound_beyond_this_machine(
     up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1", json=PENDING)
     up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-2", body=requests.ConnectionError("down"))
 
+    seen = {}
+
     def drive(url):
         port = url.rsplit(":", 1)[1]
         fetch(f"http://127.0.0.1:{port}/sd3_5/v1/status/job-1")
         fetch(f"http://127.0.0.1:{port}/sd3_5/v1/status/job-2")
+        seen["bound"] = fetch(f"http://127.0.0.1:{port}/__proxy__/report", headers={"Host": f"0.0.0.0:{port}"})[0]
+        seen["other"] = fetch(f"http://127.0.0.1:{port}/__proxy__/report", headers={"Host": f"10.9.8.7:{port}"})[0]
 
     code, out, err = run_main(["--upstream", UP, "--port", "0", "--host", "0.0.0.0", "--quiet"], monkeypatch, drive)
     assert code == 0 and out.startswith("sd35-mock proxy listening on http://127.0.0.1:")
@@ -949,3 +1086,4 @@ def test_main_quiet_logs_warnings_only_and_warns_when_bound_beyond_this_machine(
     assert any(line.endswith("sd35_twin.proxy WARNING GET /sd3_5/v1/status/job-2 -> 502 upstream could not be "
                              "reached, or closed the connection (ConnectionError)") for line in lines)
     assert "report written" not in err
+    assert (seen["bound"], seen["other"]) == (200, 403)      # the report answers the address it is bound to
