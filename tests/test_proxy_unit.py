@@ -982,12 +982,14 @@ def run_main(argv, monkeypatch, drive):
     monkeypatch.setattr(logging.root, "level", logging.root.level)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     thresholds = gc.get_threshold()
-    failures = []
+    failures, returned = [], threading.Event()
 
     def user():
+        out.line.wait(20)
+        if returned.is_set():          # main ended on its own (a failure): no signal for a process it left
+            return
         try:
-            if out.line.wait(20):
-                drive(out.getvalue().split("listening on ")[1].split()[0])
+            drive(out.getvalue().split("listening on ")[1].split()[0])
         except BaseException as exc:   # noqa: BLE001 - reported by the test below
             failures.append(exc)
         finally:
@@ -998,7 +1000,9 @@ def run_main(argv, monkeypatch, drive):
     try:
         code = main(argv)
     finally:
-        thread.join(20)
+        returned.set()
+        out.line.set()
+        thread.join(20)                # before the handlers are restored: a late SIGTERM still meets main's
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         gc.set_threshold(*thresholds)
