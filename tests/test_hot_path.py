@@ -80,3 +80,34 @@ def test_the_prompts_whitespace_set_is_re2s():
     for code in [*range(0x3100), 0xFEFF, *range(0xD800, 0xE000, 7), *range(0x3100, 0x110000, 131)]:
         char = chr(code)
         assert (search_text(regex, char) is None) == (char in WHITESPACE_CHARS), hex(code)
+
+
+def jsonschema_accepts(schema, body) -> bool:
+    return not list(StrictValidator(schema).iter_errors(body))
+
+
+INT = {"type": "integer"}
+
+
+@pytest.mark.parametrize("schema, bodies", [
+    # a schema the fast check knows: its answer is jsonschema's, for schemas the profile never makes too
+    ({"type": "object", "required": ["a"]}, [{"a": 1}, {}, {"b": 1}]),                 # no properties
+    ({"type": "object", "properties": {"a": INT}}, [{}, {"a": 1}, {"a": "1"}, {"b": 1}]),   # no required
+    ({"type": "object", "properties": {"a": INT}, "additionalProperties": False}, [{"a": 1}, {"b": 1}]),
+    ({"type": "object"}, [{}, {"x": [1]}]),
+])
+def test_fast_check_is_jsonschema_on_any_schema_it_knows(schema, bodies):
+    fast = compile_fast_check(schema)
+    assert [fast(body) for body in bodies] == [jsonschema_accepts(schema, body) for body in bodies]
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": INT}, "additionalProperties": {"type": "string"}},   # a schema, not a bool
+    {"type": "object", "properties": {"a": INT}, "minProperties": 2},                           # a keyword it lacks
+    {"properties": {"a": INT}},                                                                  # no type: any
+])
+def test_fast_check_never_says_yes_for_a_schema_it_does_not_know(schema):
+    fast = compile_fast_check(schema)
+    bodies = [{"a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": "x"}, {}]
+    assert [fast(body) for body in bodies] == [False] * 4          # "ask jsonschema", which then decides
+    assert any(jsonschema_accepts(schema, body) for body in bodies)
