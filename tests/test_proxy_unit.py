@@ -291,7 +291,7 @@ def test_an_answer_still_arriving_at_the_deadline_is_a_504_and_one_done_by_then_
     # three reads of 1 s each: the first piece arrives at +1 s, the second at +2 s (the deadline), the end at +3 s
     up.add(responses.POST, f"{UP}/sd3_5/v1", body=stream([b'{"status":"PEND', b'ING","id":"j"}'], clock, 1.0),
            content_type="application/json")
-    assert app.post("/sd3_5/v1", data=BODY, headers=HEADERS).get_json() == {"status": "PENDING", "id": "j"}
+    assert json.loads(app.post("/sd3_5/v1", data=BODY, headers=HEADERS).data) == {"status": "PENDING", "id": "j"}
     # the third piece arrives at +3 s, past the deadline: a 504, though it was the last
     up.replace(responses.POST, f"{UP}/sd3_5/v1", body=stream([b'{"a":', b"1", b"}"], clock, 1.0),
                content_type="application/json")
@@ -559,6 +559,87 @@ def test_the_upstream_is_asked_without_the_environment_s_proxies_or_netrc_creden
     assert trusting.get(f"{UP}/sd3_5/v1/status/job-1").request.headers["Authorization"].startswith("Basic ")
 
 
+@pytest.mark.parametrize("code, passed_on", [(300, False), (399, False), (400, True), (200, True)])
+def test_a_download_answered_300_to_399_is_a_redirect_not_followed(up, code, passed_on):
+    original = f"{UP}/files/a.png"
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1",
+           json={"status": "SUCCESS", "id": "job-1", "download_urls": [original]})
+    up.add(responses.GET, original, status=code, body=b"gone", headers={"Location": "https://x.invalid/"})
+    _, app = make(proxy_downloads=True)
+    url = app.get("/sd3_5/v1/status/job-1").get_json()["download_urls"][0]
+    got = app.get(url.removeprefix("http://proxy.test"))
+    assert (got.status_code, got.data) == (code, b"gone") if passed_on else got.status_code == 502
+
+
+def test_a_get_or_head_request_s_body_is_not_forwarded(up, tmp_path):
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1", json=PENDING)
+    up.add(responses.HEAD, f"{UP}/sd3_5/v1/status/job-1", body=b"", content_type="application/json")
+    _, app = make(tmp_path)
+    app.get("/sd3_5/v1/status/job-1", data=b'{"smuggled": 1}', headers={"Content-Type": "application/json"})
+    app.head("/sd3_5/v1/status/job-1", data=b'{"smuggled": 1}', headers={"Content-Type": "application/json"})
+    assert [c.request.body for c in up.calls] == [None, None]
+    assert [(e["request"]["bytes"], e["request"]["body"]) for e in recorded(tmp_path)] == [(0, None), (0, None)]
+
+
+def test_bytes_of_no_declared_type_are_summarised_as_octet_stream(up, tmp_path):
+    up.add(responses.POST, f"{UP}/sd3_5/v1", status=302, body=b"\x00\x01moved", content_type=None)
+    _, app = make(tmp_path)
+    app.post("/sd3_5/v1", data=b"\x00\x02raw", headers={"API-Key": KEY})
+    [entry] = recorded(tmp_path)
+    assert entry["request"]["body"]["_binary"] == "application/octet-stream" and entry["request"]["body"]["bytes"] == 5
+    assert entry["response"]["body"]["_binary"] == "application/octet-stream"
+
+
+def test_an_answer_is_recorded_as_its_content_type_says(up, tmp_path):
+    up.add(responses.POST, f"{UP}/sd3_5/v1", body=b'{"status": "PENDING", "id": "j"}', content_type="image/png")
+    _, app = make(tmp_path)
+    assert json.loads(app.post("/sd3_5/v1", data=BODY, headers=HEADERS).data) == {"status": "PENDING", "id": "j"}
+    assert recorded(tmp_path)[0]["response"]["body"]["_binary"] == "image/png"     # an "image" is never stored
+
+
+STEP = 2 ** -10     # seconds per upstream read: exact in binary, so the elapsed times below are exact
+
+
+def test_times_are_recorded_to_the_millisecond_and_microsecond(up, tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(proxy_module, "time", clock)
+    original = f"{UP}/files/a.png"
+    up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1", body=stream([b'{"status": "SUCCESS", "id": "job-1", '
+                                                                      b'"download_urls": ["' + original.encode() +
+                                                                      b'"]}'], clock, STEP),
+           content_type="application/json", headers={"X-Status": "1"})
+    up.add(responses.GET, original, body=stream([png(1, 1)], clock, STEP), content_type="image/png",
+           headers={"X-Cdn": "hit"})
+    up.add(responses.POST, f"{UP}/sd3_5/v1", body=stream([b"{"], clock, STEP, fail=ConnectionResetError("x")),
+           content_type="application/json")
+    _, app = make(tmp_path, proxy_downloads=True)
+    url = app.get("/sd3_5/v1/status/job-1").get_json()["download_urls"][0]
+    app.get(url.removeprefix("http://proxy.test"))
+    app.post("/sd3_5/v1", data=BODY, headers=HEADERS)
+    status, download, failed = recorded(tmp_path)
+    assert [(e["at"], e["elapsed_ms"]) for e in (status, download, failed)] == [(1_700_000_000.123, 1.953)] * 3
+    assert download["response"]["headers"]["X-Cdn"] == "hit" and status["response"]["headers"]["X-Status"] == "1"
+
+
+def test_what_is_kept_of_an_answer_over_the_limit_is_its_first_4096_bytes(up, tmp_path, monkeypatch):
+    monkeypatch.setattr(proxy_module, "MAX_ANSWER_BYTES", 7000)
+    up.add(responses.POST, f"{UP}/sd3_5/v1", body=stream([b"y" * 3000, b"z" * 3000, b"w" * 3000]),
+           content_type="text/plain")
+    _, app = make(tmp_path)
+    upstream_error(app.post("/sd3_5/v1", data=BODY, headers=HEADERS), 502, "maxLength", "answered more than 7000 bytes")
+    assert recorded(tmp_path)[-1]["response"]["body"] == "y" * 3000 + "z" * 1096
+
+
+def test_an_answer_broken_off_exactly_at_the_deadline_is_broken_off_not_late(up, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(proxy_module, "time", clock)
+    up.add(responses.POST, f"{UP}/sd3_5/v1", body=stream([b"{"], clock, 1.5, fail=ConnectionResetError("x")),
+           content_type="application/json")
+    _, app = make(timeout=3.0)
+    upstream_error(app.post("/sd3_5/v1", data=BODY, headers=HEADERS), 502, "complete",
+                   "broke off its answer (ProtocolError)")
+
+
 # -- the app's own answers ----------------------------------------------------------------------------------------
 
 def test_paths_methods_and_sizes_it_refuses_are_failures_that_say_why(up):
@@ -721,6 +802,22 @@ def test_a_private_file_is_created_owner_only_truncated_or_appended(tmp_path):
     assert path.read_bytes() == "ü".encode("utf-8")
 
 
+def test_a_private_file_is_owner_only_from_the_moment_it_exists(tmp_path, monkeypatch):
+    modes, real = [], os.fchmod
+
+    def spy(fd, mode):
+        modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        real(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", spy)
+    old = os.umask(0o022)
+    try:
+        private_file(tmp_path / "new.txt", append=True).close()
+    finally:
+        os.umask(old)
+    assert modes == [0o600]          # created so, not made so afterwards: no moment another user could open it
+
+
 def test_a_private_file_whose_mode_cannot_be_set_is_an_error_and_leaks_no_descriptor(tmp_path, monkeypatch):
     def refuse(fd, mode):
         raise PermissionError(1, "Operation not permitted")
@@ -749,6 +846,23 @@ def test_close_closes_the_session_and_the_recording(tmp_path):
     proxy.close()
     assert closed == ["session"] and proxy.recording._file.closed
     make()[0].close()                       # without a recording: nothing else to close
+
+
+def test_a_started_proxy_binds_loopback_on_a_free_port_and_takes_bodies_to_4_mib(up):
+    up.add_passthru("http://127.0.0.1")
+    up.add(responses.PUT, f"{UP}/sd3_5/v1", json={"detail": "Method Not Allowed"}, status=405)
+    first, second = start(ProxySettings(upstream=UP)), start(ProxySettings(upstream=UP))
+    try:
+        ports = {int(p.url.rsplit(":", 1)[1]) for p in (first, second)}
+        assert first.url.startswith("http://127.0.0.1:") and len(ports) == 2 and min(ports) > 1024
+        big = b"x" * (2 * 1024 * 1024)                 # over the API's 1 MiB, under the proxy's 4 MiB: forwarded
+        status, _, body = fetch(f"{first.url}/sd3_5/v1", big, {"Content-Type": "text/plain", "X-Method": "PUT"},
+                                method="PUT")
+        assert (status, json.loads(body)) == (405, {"detail": "Method Not Allowed"})
+        assert len(up.calls[-1].request.body) == len(big)
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_started_proxy_writes_its_report_when_closed(tmp_path):
@@ -818,6 +932,7 @@ def test_an_image_is_read_for_its_type_size_and_whether_it_decodes(monkeypatch):
     monkeypatch.setattr(proxy_module, "MAX_IMAGE_PIXELS", 6)
     assert _image(png(3, 2))["decodable"] is True                   # exactly the bound: decoded
     assert _image(png(7, 1)) == {"type": "png", "width": 7, "height": 1, "decodable": False}
+    assert _image(png(3, 3))["decodable"] is False                  # 9 pixels: over, however square
 
 
 def test_the_page_shows_each_row_escaped_with_its_counts_and_the_learned_profile():
@@ -831,6 +946,7 @@ def test_the_page_shows_each_row_escaped_with_its_counts_and_the_learned_profile
     assert "<tr><td>L15</td><td><span class=\"pill pill-failure\">drifted</span></td><td>4</td><td>2</td>" \
            "<td>status &lt;codes&gt;</td><td>last &amp; &lt;b&gt;</td><td><code>{&quot;y&quot;: 2, &quot;z&quot;: 1}" \
            "</code></td></tr>" in page
+    assert "</code></td></tr><tr><td>L05</td>" in page and "</code></td></tr><tr><td>L27</td>" in page
     assert "<tr><td>L05</td><td><span class=\"pill pill-success\">held</span></td><td>1</td><td>0</td>" \
            "<td>samples</td><td></td><td><code></code></td></tr>" in page
     assert "<tr><td>L27</td><td><span class=\"pill pill-pending\">not seen</span></td><td>0</td><td>0</td>" \
@@ -845,6 +961,7 @@ def test_the_page_shows_each_row_escaped_with_its_counts_and_the_learned_profile
 
 @pytest.mark.parametrize("text, expected", [
     ("https://api.example", "https://api.example"), ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+    ("http://BOX/", "http://BOX"),
     ("HTTPS://API.example", "HTTPS://API.example"), ("https://api.example/v1", None), ("https://api.example?q", None),
     ("https://api.example#f", None), ("https://u@api.example", None), ("https://:p@api.example", None),
     ("https://", None), ("ftp://api.example", None), ("https://api.example:99999", None),
@@ -959,37 +1076,40 @@ def test_main_reports_a_port_it_cannot_listen_on(capsys):
 
 
 class Watched(io.StringIO):
-    """stdout that tells a waiting thread when a whole line was printed."""
+    """A stream as a pipe's reader sees it: what was flushed (``flushed``), and an event once a whole line was."""
 
     def __init__(self):
         super().__init__()
         self.line = threading.Event()
+        self.flushed = ""
 
-    def write(self, text):
-        written = super().write(text)
-        if "\n" in self.getvalue():
+    def flush(self):
+        self.flushed = self.getvalue()
+        if "\n" in self.flushed:
             self.line.set()
-        return written
 
 
 def run_main(argv, monkeypatch, drive):
     """``main(argv)`` in this thread (its signal handlers need the main thread); ``drive(url)`` in another, once the
-    ready line is out, then SIGTERM: what a user does. Returns main's code, its stdout and stderr."""
-    out, err = Watched(), io.StringIO()
+    ready line is flushed, then SIGTERM: what a user does. Returns main's code, its stdout and stderr, and what of
+    its stderr was flushed when the ready line was."""
+    out, err = Watched(), Watched()
     monkeypatch.setattr("sys.stdout", out)
     monkeypatch.setattr("sys.stderr", err)
     monkeypatch.setattr(logging.root, "handlers", [])      # so main's basicConfig is the one that applies
     monkeypatch.setattr(logging.root, "level", logging.root.level)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     thresholds = gc.get_threshold()
-    failures, returned = [], threading.Event()
+    failures, returned, flushed_err = [], threading.Event(), []
 
     def user():
-        out.line.wait(20)
+        ready = out.line.wait(20)
         if returned.is_set():          # main ended on its own (a failure): no signal for a process it left
             return
         try:
-            drive(out.getvalue().split("listening on ")[1].split()[0])
+            assert ready, f"no ready line flushed: {out.getvalue()!r}"
+            flushed_err.append(err.flushed)
+            drive(out.flushed.split("listening on ")[1].split()[0])
         except BaseException as exc:   # noqa: BLE001 - reported by the test below
             failures.append(exc)
         finally:
@@ -1001,19 +1121,20 @@ def run_main(argv, monkeypatch, drive):
         code = main(argv)
     finally:
         returned.set()
-        out.line.set()
+        out.line.set()                 # (a user still waiting for a line: main is over)
         thread.join(20)                # before the handlers are restored: a late SIGTERM still meets main's
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         gc.set_threshold(*thresholds)
         logging.getLogger("waitress.queue").setLevel(logging.NOTSET)
     assert failures == []
-    return code, out.getvalue(), err.getvalue()
+    return code, out.getvalue(), err.getvalue(), flushed_err[0]
 
 
-def fetch(url, data=None, headers=None):
+def fetch(url, data=None, headers=None, method=None):
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers or {}), timeout=10) as r:
+        request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+        with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -1026,6 +1147,7 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
     up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-1",
            json={"status": "SUCCESS", "id": "job-1", "download_urls": [f"{UP}/files/a.png"]})
     up.add(responses.GET, f"{UP}/sd3_5/v1/status/job-2", body=requests.ReadTimeout("slow"))
+    up.add(responses.PUT, f"{UP}/sd3_5/v1", json={"detail": "Method Not Allowed"}, status=405)
     seen = {}
 
     def drive(url):
@@ -1034,11 +1156,12 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
         seen["submits"] = [fetch(f"{url}/sd3_5/v1", BODY, HEADERS) for _ in range(2)]
         seen["status"] = fetch(f"{url}/sd3_5/v1/status/job-1", headers=HEADERS)
         seen["slow"] = fetch(f"{url}/sd3_5/v1/status/job-2", headers=HEADERS)
+        seen["big"] = fetch(f"{url}/sd3_5/v1", b"x" * (2 * 1024 * 1024), {"Content-Type": "text/plain"}, "PUT")[0]
 
     record.write_text('{"earlier": "run"}\n')   # a recording is appended to, never truncated at start
     profile = tmp_path / "profile.json"       # a profile that expects 202: the upstream's 200 drifts from it
     profile.write_text(json.dumps({"http_status": {"submit_pending": 202}}))
-    code, out, err = run_main(["--upstream", UP, "--port", "0", "--record", str(record), "--report", str(report),
+    code, out, err, _ = run_main(["--upstream", UP, "--port", "0", "--record", str(record), "--report", str(report),
                                "--max-jobs", "1", "--strict", "--proxy-downloads", "--profile", str(profile),
                                "--timeout", "7", "--threads", "2"], monkeypatch, drive)
     url = seen["url"]
@@ -1052,8 +1175,9 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
     status, _, body = seen["slow"]
     assert status == 504 and json.loads(body)["error"] == f"upstream: {UP} did not answer within 7 s"
     assert [c.request.url for c in up.calls][:2] == [f"{UP}/sd3_5/v1", f"{UP}/sd3_5/v1/status/job-1"]
+    assert seen["big"] == 405                     # 2 MiB: over the API's 1 MiB, under the proxy's 4 MiB: forwarded
     lines = record.read_text().splitlines()
-    assert len(lines) == 4 and lines[0] == '{"earlier": "run"}' and KEY not in record.read_text()
+    assert len(lines) == 5 and lines[0] == '{"earlier": "run"}' and KEY not in record.read_text()
     assert (seen["gc"], seen["queue_log"]) == ((50_000, 50, 100), logging.ERROR)    # tuned to serve under load
     data = json.loads(report.read_text())
     assert data["live_jobs"] == {"cap": 1, "created": 1, "blocked": 1}
@@ -1080,12 +1204,14 @@ def test_main_quiet_logs_warnings_only_and_warns_when_bound_beyond_this_machine(
         seen["bound"] = fetch(f"http://127.0.0.1:{port}/__proxy__/report", headers={"Host": f"0.0.0.0:{port}"})[0]
         seen["other"] = fetch(f"http://127.0.0.1:{port}/__proxy__/report", headers={"Host": f"10.9.8.7:{port}"})[0]
 
-    code, out, err = run_main(["--upstream", UP, "--port", "0", "--host", "0.0.0.0", "--quiet"], monkeypatch, drive)
+    code, out, err, flushed = run_main(["--upstream", UP, "--port", "0", "--host", "0.0.0.0", "--quiet"], monkeypatch,
+                                       drive)
     assert code == 0 and out.startswith("sd35-mock proxy listening on http://127.0.0.1:")
     assert out.endswith(f"(upstream {UP}, at most 20 submits)\n")
     lines = err.splitlines()
     assert lines[0] == ("sd35-mock proxy: warning: --host 0.0.0.0 can be reached from other machines: anyone who "
                         "reaches the proxy can send the API requests with their own key and use up --max-jobs")
+    assert flushed.startswith(lines[0] + "\n")              # out before the ready line: a pipe's reader sees it
     assert not any("INFO" in line for line in lines)
     assert any(line.endswith("sd35_twin.proxy WARNING GET /sd3_5/v1/status/job-2 -> 502 upstream could not be "
                              "reached, or closed the connection (ConnectionError)") for line in lines)
