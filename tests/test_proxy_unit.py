@@ -647,6 +647,7 @@ def test_paths_methods_and_sizes_it_refuses_are_failures_that_say_why(up):
     assert error(app.get("/openapi.json")) == (404, [{"field": "path", "rule": "exists", "message": (
         "is not an API path: this proxy forwards only POST /sd3_5/v1 and GET /sd3_5/v1/status/{id}")}],
         "path: is not an API path: this proxy forwards only POST /sd3_5/v1 and GET /sd3_5/v1/status/{id}")
+    assert error(app.post("/static/dashboard.css"))[0] == 404          # no static folder: nothing else is served
     assert error(app.post("/sd3_5/v1/status/job-1")) == (405, [{"field": "method", "rule": "allowed",
                                                                 "message": "is not allowed here"}],
                                                          "method: is not allowed here")
@@ -860,6 +861,8 @@ def test_a_started_proxy_binds_loopback_on_a_free_port_and_takes_bodies_to_4_mib
                                 method="PUT")
         assert (status, json.loads(body)) == (405, {"detail": "Method Not Allowed"})
         assert len(up.calls[-1].request.body) == len(big)
+        answer = too_large(first.url)
+        assert answer.startswith(b"HTTP/1.1 413 ") and TOO_LARGE in answer
     finally:
         first.close()
         second.close()
@@ -1016,7 +1019,9 @@ def test_the_options_and_their_defaults():
             args.quiet) == ("http://u.test", 0, 0, True, True, 1.5, 256, True)
     parser = build_parser()
     assert parser.prog == "sd35-mock proxy"
-    for option, bad in (("--port", "65536"), ("--max-jobs", "1000001"), ("--threads", "257"), ("--threads", "0")):
+    assert build_parser().parse_args(["--threads", "1"]).threads == 1
+    for option, bad in (("--port", "65536"), ("--max-jobs", "1000001"), ("--threads", "257"), ("--threads", "0"),
+                        ("--host", "999.1.1.1"), ("--record", "/"), ("--report", "/nonexistent-dir/r.json")):
         with pytest.raises(SystemExit):
             parser.parse_args([option, bad])
     helps = " ".join(parser.format_help().split())
@@ -1131,6 +1136,22 @@ def run_main(argv, monkeypatch, drive):
     return code, out.getvalue(), err.getvalue(), flushed_err[0]
 
 
+def too_large(url: str) -> bytes:
+    """The answer to a body announced at 70 MB (waitress's own cap, 64 MiB, answers it from the headers)."""
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /sd3_5/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 70000000\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+TOO_LARGE = b'"errors":[{"field":"body","rule":"maxLength","message":"is too large: at most 4194304 bytes"}]'
+
+
 def fetch(url, data=None, headers=None, method=None):
     try:
         request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
@@ -1157,6 +1178,7 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
         seen["status"] = fetch(f"{url}/sd3_5/v1/status/job-1", headers=HEADERS)
         seen["slow"] = fetch(f"{url}/sd3_5/v1/status/job-2", headers=HEADERS)
         seen["big"] = fetch(f"{url}/sd3_5/v1", b"x" * (2 * 1024 * 1024), {"Content-Type": "text/plain"}, "PUT")[0]
+        seen["too_large"] = too_large(url)
 
     record.write_text('{"earlier": "run"}\n')   # a recording is appended to, never truncated at start
     profile = tmp_path / "profile.json"       # a profile that expects 202: the upstream's 200 drifts from it
@@ -1176,6 +1198,7 @@ def test_main_serves_with_every_option_it_was_given_and_writes_its_report_on_sig
     assert status == 504 and json.loads(body)["error"] == f"upstream: {UP} did not answer within 7 s"
     assert [c.request.url for c in up.calls][:2] == [f"{UP}/sd3_5/v1", f"{UP}/sd3_5/v1/status/job-1"]
     assert seen["big"] == 405                     # 2 MiB: over the API's 1 MiB, under the proxy's 4 MiB: forwarded
+    assert seen["too_large"].startswith(b"HTTP/1.1 413 ") and TOO_LARGE in seen["too_large"]
     lines = record.read_text().splitlines()
     assert len(lines) == 5 and lines[0] == '{"earlier": "run"}' and KEY not in record.read_text()
     assert (seen["gc"], seen["queue_log"]) == ((50_000, 50, 100), logging.ERROR)    # tuned to serve under load
