@@ -105,9 +105,14 @@ def test_fast_check_is_jsonschema_on_any_schema_it_knows(schema, bodies):
     {"type": "object", "properties": {"a": INT}, "additionalProperties": {"type": "string"}},   # a schema, not a bool
     {"type": "object", "properties": {"a": INT}, "minProperties": 2},                           # a keyword it lacks
     {"properties": {"a": INT}},                                                                  # no type: any
+    # a bound of another type's: jsonschema ignores it, and the fast check, not knowing it there, declines
+    *({"type": "object", "properties": {"a": {"type": "string", key: 1}}}
+      for key in ("minimum", "maximum", "multipleOf")),
+    *({"type": "object", "properties": {"a": {"type": "integer", key: value}}}
+      for key, value in (("minLength", 1), ("maxLength", 1), ("pattern", "x"))),
 ])
 def test_fast_check_never_says_yes_for_a_schema_it_does_not_know(schema):
     fast = compile_fast_check(schema)
-    bodies = [{"a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": "x"}, {}]
-    assert [fast(body) for body in bodies] == [False] * 4          # "ask jsonschema", which then decides
+    bodies = [{"a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": "x"}, {}, {"a": "x"}]
+    assert [fast(body) for body in bodies] == [False] * 5          # "ask jsonschema", which then decides
     assert any(jsonschema_accepts(schema, body) for body in bodies)
