@@ -804,6 +804,19 @@ def test_a_private_file_is_created_owner_only_truncated_or_appended(tmp_path):
     assert path.read_bytes() == "ü".encode("utf-8")
 
 
+def test_a_private_file_is_utf8_whatever_the_locale(tmp_path):
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")             # a locale whose encoding is ASCII (unless UTF-8 mode is on)
+    try:
+        with private_file(tmp_path / "f.txt", append=True) as fh:
+            fh.write("ünïcode ✓")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert (tmp_path / "f.txt").read_bytes() == "ünïcode ✓".encode("utf-8")
+
+
 def test_a_private_file_is_owner_only_from_the_moment_it_exists(tmp_path, monkeypatch):
     modes, real = [], os.fchmod
 
