@@ -80,3 +80,49 @@ def test_the_prompts_whitespace_set_is_re2s():
     for code in [*range(0x3100), 0xFEFF, *range(0xD800, 0xE000, 7), *range(0x3100, 0x110000, 131)]:
         char = chr(code)
         assert (search_text(regex, char) is None) == (char in WHITESPACE_CHARS), hex(code)
+
+
+def jsonschema_accepts(schema, body) -> bool:
+    return not list(StrictValidator(schema).iter_errors(body))
+
+
+INT = {"type": "integer"}
+
+
+@pytest.mark.parametrize("schema, bodies", [
+    # a schema the fast check knows: its answer is jsonschema's, for schemas the profile never makes too
+    ({"type": "object", "required": ["a"]}, [{"a": 1}, {}, {"b": 1}]),                 # no properties
+    ({"type": "object", "properties": {"a": INT}}, [{}, {"a": 1}, {"a": "1"}, {"b": 1}]),   # no required
+    ({"type": "object", "properties": {"a": INT}, "additionalProperties": False}, [{"a": 1}, {"b": 1}]),
+    ({"type": "object"}, [{}, {"x": [1]}]),
+    ({"type": "object", "properties": {"a": {"type": "string", "minLength": 2, "maxLength": 3}}},   # both edges
+     [{"a": "x"}, {"a": "xy"}, {"a": "xyz"}, {"a": "wxyz"}]),
+    ({"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 1}}}, [{"a": 3}, {"a": 3.5}]),
+])
+def test_fast_check_is_jsonschema_on_any_schema_it_knows(schema, bodies):
+    fast = compile_fast_check(schema)
+    assert [fast(body) for body in bodies] == [jsonschema_accepts(schema, body) for body in bodies]
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": INT}, "additionalProperties": {"type": "string"}},   # a schema, not a bool
+    {"type": "object", "properties": {"a": INT}, "minProperties": 2},                           # a keyword it lacks
+    {"properties": {"a": INT}},                                                                  # no type: any
+    # a bound of another type's: jsonschema ignores it, and the fast check, not knowing it there, declines
+    *({"type": "object", "properties": {"a": {"type": "string", key: 1}}}
+      for key in ("minimum", "maximum", "multipleOf")),
+    *({"type": "object", "properties": {"a": {"type": "integer", key: value}}}
+      for key, value in (("minLength", 1), ("maxLength", 1), ("pattern", "x"))),
+    # a step that is not a whole number above 0: jsonschema's float arithmetic, not the fast check's
+    *({"type": "object", "properties": {"a": {"type": "number", "multipleOf": step}}} for step in (0.5, -1)),
+])
+def test_fast_check_never_says_yes_for_a_schema_it_does_not_know(schema):
+    fast = compile_fast_check(schema)
+    bodies = [{"a": 1}, {"a": 1, "b": 2}, {"a": 1, "b": "x"}, {}, {"a": "x"}, {"a": 1.5}]
+    assert [fast(body) for body in bodies] == [False] * 6          # "ask jsonschema", which then decides
+    assert any(jsonschema_accepts(schema, body) for body in bodies)
+
+
+def test_fast_check_declines_a_step_of_zero_rather_than_divide_by_it():
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 0}}}
+    assert compile_fast_check(schema)({"a": 1}) is False      # jsonschema itself fails on it: not the fast path's

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 
 from sd35_twin.mockserver.config import load_default_profile, load_profile
+from sd35_twin.mockserver.coverage import collect, stop_collecting
 from sd35_twin.mockserver.errors import InvalidRequest
 from sd35_twin.mockserver.validation import GenerationRequest, RequestValidator, parse_json_body
 from tests.strategies import one_rule_broken, valid_requests
@@ -178,3 +179,44 @@ def test_prompt_whitespace_is_ecma_262s(prompt, valid):
 def test_a_lone_surrogate_is_matched_not_a_crash():
     """RE2 reads UTF-8, which a lone surrogate (JSON allows "\\ud800") is not: it reads as U+FFFD."""
     assert rejected_fields(dict(PAGE_EXAMPLE, prompt="\ud800", file_prefix="x\udc00")) == {"file_prefix": {"pattern"}}
+
+
+# -- assumption coverage: the rows a body's values reach (mockserver/coverage.py) ----------------------------------
+
+def rows_marked(body, validator: RequestValidator | None = None) -> list[str]:
+    """The ledger rows ``validate(body)`` marks, accepted or refused, in the order it marks them."""
+    rows: list = []
+    token = collect(rows)
+    try:
+        (validator or default_validator()).validate(body)
+    except InvalidRequest:
+        pass
+    finally:
+        stop_collecting(token)
+    return rows
+
+
+PLAIN = {k: v for k, v in PAGE_EXAMPLE.items() if k not in ("width", "height")}
+
+
+@pytest.mark.parametrize("changes, rows", [
+    ({}, []),
+    ({"width": 1024}, ["L08"]), ({"height": 100}, ["L08"]),                       # a size: its bounds are assumed
+    ({"samples": 2}, ["L05"]), ({"samples": 1}, []), ({"samples": 3}, ["L05"]),     # the samples maximum, reached
+    ({"samples": "2"}, ["L25"]), ({"samples": True}, ["L25"]),                     # a value a laxer API might take
+    ({"num_inference_steps": 50}, ["L09"]), ({"num_inference_steps": 49}, []), ({"num_inference_steps": 51}, ["L09"]),
+    ({"num_inference_steps": 0}, ["L09"]), ({"samples": 0}, ["L09"]), ({"guidance_scale": -0.5}, ["L09"]),
+    ({"prompt": ""}, ["L09"]), ({"prompt": " \t"}, ["L09"]),                      # the lower bounds are assumed
+    ({"negative_prompt": 5}, ["L25"]), ({"webhook": "ftp://x"}, []), ({"guidance_scale": 21}, []),
+    ({"model_id": "sd3"}, ["L20"]),                                                 # an unknown field is ignored
+    ({"width": 1, "samples": 2, "num_inference_steps": 50, "seed": 1, "prompt": ""}, ["L08", "L05", "L09", "L20"]),
+])
+def test_a_body_marks_the_assumed_rows_its_values_reach(changes, rows):
+    assert rows_marked(dict(PLAIN, **changes)) == rows
+
+
+def test_the_maxima_marked_are_the_profile_s():
+    profile = load_profile(overrides={"limits": {"samples": {"max": 4}, "num_inference_steps": {"max": 8}}})
+    validator = RequestValidator(profile)
+    assert rows_marked(dict(PLAIN, samples=2), validator) == []
+    assert rows_marked(dict(PLAIN, samples=4, num_inference_steps=8), validator) == ["L05", "L09"]
