@@ -55,17 +55,20 @@ class Journal:
         self._seq = 0
         self._counts = _Counts()
         self._salt = os.urandom(16)  # api_key_id: a keyed digest, so a journal reader cannot test guessed keys
+        self.era = 0  # how many times it was cleared: a request that began in an earlier era is not recorded
 
     def record(self, *, at: float, method: str, path: str, query: str, headers, body: bytes, status: int,
                duration_ms: float, fault: str | None = None, kind: str = "other", job_id: str | None = None,
                batch_id: str | None = None, retry_after: str | None = None, rule: str | None = None,
-               rows: tuple[str, ...] = (), body_digest: str | None = None) -> int:
+               rows: tuple[str, ...] = (), body_digest: str | None = None, era: int | None = None) -> int | None:
         """``headers``: (name, value) pairs or a mapping; at most ``MAX_HEADERS`` of them, each value cut to
         ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
         (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
         ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied; ``rows``: the
         assumed ledger rows the request met (coverage.py); ``body_digest``: a submit's canonical JSON digest. Counts (``counts()``) outlive the entries' cap.
-        Returns the entry's seq."""
+        ``era``: the journal's ``era`` when the request began; if the journal was cleared since (a reset between
+        tests while a faulted request of the earlier test still ran), the request belongs to what was cleared and is
+        not recorded. Returns the entry's seq, or None when it was not recorded."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
@@ -74,6 +77,8 @@ class Journal:
         raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault,
                extra)
         with self._lock:
+            if era is not None and era != self.era:
+                return None
             self._seq += 1
             self._entries.append((self._seq, raw))
             self._counts.add(kind, status, batch_id)
@@ -142,6 +147,7 @@ class Journal:
         with self._lock:
             self._entries.clear()
             self._counts = _Counts()
+            self.era += 1
 
 
 def _matches(seq: int, raw: tuple, f: dict) -> bool:

@@ -248,3 +248,23 @@ def test_webhooks_wait_returns_settled_records(sd35_mock, sd35_webhooks, valid_r
     assert [d["outcome"] for d in settled] == ["http_error", "delivered"]
     for bad in ("-1", "31", "soon", "nan"):
         assert ctl(sd35_mock, "GET", f"/webhooks?wait={bad}").json()["errors"][0]["field"] == "wait"
+
+
+@pytest.mark.parametrize("clear", ["reset", "journal"])
+def test_a_request_in_flight_across_a_reset_is_not_journaled_after_it(sd35_mock, clear):
+    """An earlier test's faulted request that ends after the next test's reset (or a cleared journal) is not
+    in the new journal nor in its counts: it would be counted as the next test's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sd35_mock.fault(type="latency", ms=1500, endpoint="status")
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(requests.get, f"{sd35_mock.url}/sd3_5/v1/status/nope", headers=KEY, timeout=30)
+        deadline = time.monotonic() + 10
+        while sd35_mock.faults() and time.monotonic() < deadline:  # taken: the request is in its delay
+            time.sleep(0.02)
+        assert sd35_mock.faults() == []
+        sd35_mock.reset() if clear == "reset" else sd35_mock.clear_journal()
+        assert late.result().status_code == 404  # it was answered all the same
+    poll(sd35_mock, "after")
+    assert [(e["method"], e["path"]) for e in sd35_mock.journal()] == [("GET", "/sd3_5/v1/status/after")]
+    assert sd35_mock.counts()["total"] == 1

@@ -180,3 +180,21 @@ def test_api_key_id_is_the_same_for_the_same_key_and_differs_otherwise_and_betwe
     assert [e.get("api_key_id") for e in other.entries()][0] != ids[0]      # salted per journal
     [first] = journal.entries(key="k1", limit=1)
     assert first["api_key_id"] == ids[1]
+
+
+def test_a_request_that_began_before_a_clear_is_not_recorded_after_it():
+    """A reset between tests clears the journal while an earlier test's faulted request may still run: its
+    entry belongs to what was cleared, not to the next test's journal."""
+    journal = Journal(size=10, body_chars=100)
+    began = journal.era
+    journal.clear()
+    journal.clear()
+    assert journal.era == began + 2
+    assert journal.record(at=1.0, method="GET", path="/late", query="", headers={}, body=b"", status=200,
+                          duration_ms=1.0, era=began) is None
+    assert journal.entries() == [] and journal.counts()["total"] == 0
+    assert journal.record(at=1.0, method="GET", path="/now", query="", headers={}, body=b"", status=200,
+                          duration_ms=1.0, era=journal.era) == 1
+    assert journal.record(at=1.0, method="GET", path="/any", query="", headers={}, body=b"", status=200,
+                          duration_ms=1.0) == 2  # no era: always recorded
+    assert [e["path"] for e in journal.entries()] == ["/now", "/any"]

@@ -53,6 +53,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
     def start_clock():
         ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
         ctx.started = time.monotonic()
+        ctx.journal_era = backend.journal.era  # a journal cleared before this request ends does not get it
         ctx.fault = ctx.rule = None
         if request.path.startswith("/__mock__"):  # the control plane meets no row: it is not the app
             ctx.rows = None
@@ -83,10 +84,10 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             seq = backend.journal.record(
                 at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
                 duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None, rows=tuple(rows),
+                rule=ctx.rule.id if ctx.get("rule") else None, rows=tuple(rows), era=ctx.get("journal_era"),
                 **answer_fields(req, body, response, ctx.get("kind"), ctx),
             )
-            if rows:
+            if rows and seq is not None:
                 backend.coverage.add(rows, seq)
         return response
 
