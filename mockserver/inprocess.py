@@ -327,7 +327,7 @@ def answer_httpx(twin: InProcessTwin, request, body: bytes):
         raise httpx.ReadTimeout(f"sd35 twin: no answer within the read timeout ({limit} s)", request=request)
     return httpx.Response(answer.status, headers=answer.headers, stream=_HttpxStream(answer, request),
                           request=request, extensions={"http_version": b"HTTP/1.1",
-                                                       "reason_phrase": answer.reason.encode("ascii", "replace")})
+                                                       "reason_phrase": answer.reason.encode("latin-1", "replace")})
 
 
 # --- the patch: one per process, shared by every open context -------------------------------------------------
@@ -432,8 +432,10 @@ class Sd35Mock:
         if not self.base_urls:
             raise ValueError("base_url: give at least one URL")
         for url in self.base_urls:
-            if _origin(url)[0] not in _DEFAULT_PORTS or not _origin(url)[1]:
-                raise ValueError(f"base_url: {url!r} must be an http:// or https:// URL with a host")
+            scheme, host, port = _origin(url)
+            if scheme not in _DEFAULT_PORTS or not host or port == -1:  # -1: a port that is not a number
+                raise ValueError(f"base_url: {url!r} must be an http:// or https:// URL with a host "
+                                 "(and a port from 1 to 65535, if any)")
         if config is not None and settings:
             raise ValueError("give either config or settings, not both")
         self.block_network = block_network
