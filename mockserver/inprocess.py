@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import itertools
 import sys
 import threading
 import time
@@ -110,15 +111,16 @@ class InProcessTwin(MockControl):
                 environ[key] = f"{environ[key]}, {value}" if key in environ else value  # repeated: joined, as WSGI
         environ.setdefault("HTTP_HOST", parts.netloc)
         started: list = []
+        written: list[bytes] = []  # what the app gave the legacy write() callable (PEP 3333): sent first
 
         def start_response(status, response_headers, exc_info=None):
             started[:] = [status, response_headers]
-            return lambda data: None
+            return written.append
 
         chunks = self.app(environ, start_response)
         status, response_headers = started
         code, _, reason = status.partition(" ")
-        return _Answer(int(code), reason, response_headers, chunks, method.upper() == "HEAD")
+        return _Answer(int(code), reason, response_headers, chunks, method.upper() == "HEAD", written)
 
 
 class _Answer:
@@ -126,10 +128,10 @@ class _Answer:
     answer that declares less than it carries), ``cut_short`` when the body ended before that length, and
     ``ConnectionResetError`` when a fault resets the connection mid-body."""
 
-    def __init__(self, status: int, reason: str, headers: list, chunks, head_only: bool):
+    def __init__(self, status: int, reason: str, headers: list, chunks, head_only: bool, written: list):
         self.status, self.reason, self.headers = status, reason, headers
         self._chunks = chunks
-        self._iterator = iter(chunks)
+        self._iterator = itertools.chain(written, chunks)
         declared = next((v for k, v in headers if k.lower() == "content-length"), None)
         self.declared = 0 if head_only else (int(declared) if declared is not None else None)
         self.received = 0
@@ -247,9 +249,10 @@ def answer_requests(twin: InProcessTwin, adapter: BaseAdapter, request: requests
     read = reset = None
     if not stream:  # requests reads it all anyway: read it here once, and hand a whole body over as is
         read, reset = answer.read_all()
+    # request_url: the path, as requests' own adapter gives urllib3 without a proxy (what ``raw.url`` says)
     raw = HTTPResponse(body=_AnswerReader(answer, read, reset), headers=answer.headers, status=answer.status,
                        reason=answer.reason, preload_content=False, decode_content=False,
-                       request_method=request.method, request_url=request.url, enforce_content_length=True)
+                       request_method=request.method, request_url=request.path_url, enforce_content_length=True)
     builder = adapter if isinstance(adapter, HTTPAdapter) else _BUILDER
     response = builder.build_response(request, raw)
     if read is not None and not reset and not answer.cut_short and not _encoded(answer.headers):

@@ -14,7 +14,6 @@ import pytest
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-
 from sd35_twin.mockserver import inprocess
 from sd35_twin.mockserver.config import MockConfig
 from sd35_twin.mockserver.http.faults import DropConnection
@@ -163,6 +162,20 @@ def test_every_kind_of_requests_body_reaches_the_app_whole(make, expected, mount
     assert app.environs[0]["CONTENT_LENGTH"] == str(len(expected))
 
 
+class ReadOnly:
+    """A body with ``read`` and nothing to iterate: requests hands it to the adapter as it is."""
+
+    def read(self):
+        return "r\u00e9ad once"
+
+
+def test_a_body_that_can_only_be_read(mounted):
+    app = App()
+    mounted(app)
+    requests.post(f"{API}/upload", data=ReadOnly(), headers={"Content-Length": "10"})
+    assert app.bodies == ["r\u00e9ad once".encode()]
+
+
 def test_a_request_without_a_body_has_an_empty_content_length(mounted):
     app = App()
     mounted(app)
@@ -180,6 +193,13 @@ def test_status_reason_headers_and_version_as_over_http(mounted):
     answer = httpx.get(f"{API}/x")
     assert (answer.status_code, answer.reason_phrase, answer.http_version) == (299, "Fine t", "HTTP/1.1")
     assert answer.headers.get_list("X-Twice") == ["a", "b"] and answer.content == b"abc"
+
+
+def test_an_httpx_transport_called_directly_answers_with_its_request(mounted):
+    mounted(App())
+    request = httpx.Request("GET", f"{API}/x")
+    answer = httpx.HTTPTransport().handle_request(request)
+    assert answer.request is request and answer.read() == b"abc"
 
 
 def test_a_reason_outside_latin_1_is_replaced_not_an_error(mounted):
@@ -221,6 +241,22 @@ def test_stream_reads_the_body_only_as_the_app_reads_it(mounted):
     answer = twin.http.get(f"{API}/x", stream=True)  # the twin's own session, through its own adapter
     assert app.answers[-1].pulled == 0 and answer.content == b"abcdef"
     assert requests.get(f"{API}/x").content == b"abcdef" and app.answers[-1].pulled == 2
+
+
+def test_bytes_given_to_the_legacy_write_callable_come_first(mounted):
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "6")])
+        write(b"ab")
+        write(b"cd")
+        return [b"ef"]
+    mounted(app)
+    assert requests.get(f"{API}/x").content == b"abcdef"
+    assert httpx.get(f"{API}/x").content == b"abcdef"
+
+
+def test_raw_url_is_the_path_as_requests_own_adapter_gives_it(mounted):
+    mounted(App())
+    assert requests.get(f"{API}/x/y?q=1", stream=True).raw.url == "/x/y?q=1"
 
 
 def test_an_encoded_body_is_decoded_by_the_library_and_raw_stays_encoded(mounted):
@@ -360,6 +396,29 @@ def test_which_urls_the_twin_answers(mounted):
         with pytest.raises(requests.ConnectionError, match="block_network=True refuses GET " + url.replace(".", r"\.")):
             requests.get(url)
     assert len(app.environs) == 3
+
+
+def test_where_a_twin_answers_and_its_url(monkeypatch, tmp_path):
+    twin = InProcessTwin(["https://API.EXAMPLE.BOX/", "http://mirror.example:8080"], MockConfig())
+    with_images = InProcessTwin([API], MockConfig(public_url="https://images.example.net"))
+    try:
+        assert twin.url == "https://API.EXAMPLE.BOX"
+        assert twin.origins() == {("https", "api.example.box", 443), ("http", "mirror.example", 8080)}
+        assert with_images.origins() == {("https", "api.imagepipeline.io", 443), ("https", "images.example.net", 443)}
+    finally:
+        for each in (twin, with_images):
+            each.backend.close()
+            each.close()
+
+
+def test_the_twins_own_session_ignores_the_environment(mounted, monkeypatch, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.imagepipeline.io login someone password secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    app = App()
+    twin = mounted(app)
+    twin.http.get(f"{API}/x")
+    assert "HTTP_AUTHORIZATION" not in app.environs[0]
 
 
 def test_block_network_names_the_url_and_every_base_url(mounted):
