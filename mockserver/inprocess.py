@@ -365,6 +365,11 @@ class _Interceptor:
                 fast[(scheme, host)] = twin
         self.fast_routes, self.routes = fast, routes
 
+    def route_open_contexts(self) -> None:
+        """Route every open context's origins to its twin (they share the outermost's), in whatever order the
+        contexts were opened and closed."""
+        self.set_routes({origin: c.twin for c in self.contexts for origin in c.origins})
+
     def blocked(self) -> bool:
         return any(c.block_network for c in self.contexts) and \
             not threading.current_thread().name.startswith("sd35-webhook")  # the twin's own webhook workers
@@ -389,8 +394,9 @@ _INTERCEPTOR = _Interceptor()
 
 
 def _refusal(method: str, url: str) -> str:
+    answered = {u.rstrip("/") for c in _INTERCEPTOR.contexts for u in (*c.base_urls, *c.twin.base_urls)}
     return (f"sd35 in-process twin: block_network=True refuses {method} {url} (the twin answers "
-            + ", ".join(sorted({u for c in _INTERCEPTOR.contexts for u in c.twin.base_urls})) + ")")
+            + ", ".join(sorted(answered)) + ")")
 
 
 def _patched_requests_send(adapter, request, *args, **kwargs):
@@ -446,7 +452,7 @@ class Sd35Mock:
         self._settings = {**TEST_SETTINGS, **settings}
         self._given_twin = twin
         self.twin: InProcessTwin | None = None
-        self._added: list[tuple[tuple[str, str, int], InProcessTwin | None]] = []
+        self.origins: set[tuple[str, str, int]] = set()  # where it answers while open
 
     def _new_twin(self) -> InProcessTwin:
         return InProcessTwin(self.base_urls, self._config or MockConfig(**self._settings))
@@ -455,14 +461,11 @@ class Sd35Mock:
         with _INTERCEPTOR.lock:
             outer = _INTERCEPTOR.contexts[0].twin if _INTERCEPTOR.contexts else None
             self.twin = outer or self._given_twin or self._new_twin()
-            origins = {_origin(u) for u in self.base_urls} | self.twin.origins()
-            self._added = [(o, _INTERCEPTOR.routes.get(o)) for o in origins]
+            self.origins = {_origin(u) for u in self.base_urls} | self.twin.origins()
             if not _INTERCEPTOR.contexts:
                 _INTERCEPTOR.install()
             _INTERCEPTOR.contexts.append(self)
-            routes = dict(_INTERCEPTOR.routes)
-            routes.update((o, self.twin) for o in origins)
-            _INTERCEPTOR.set_routes(routes)
+            _INTERCEPTOR.route_open_contexts()
             return self.twin
 
     def stop(self) -> None:
@@ -470,13 +473,7 @@ class Sd35Mock:
             if self not in _INTERCEPTOR.contexts:
                 return
             _INTERCEPTOR.contexts.remove(self)
-            routes = dict(_INTERCEPTOR.routes)
-            for origin, before in reversed(self._added):
-                if before is None:
-                    routes.pop(origin, None)
-                else:
-                    routes[origin] = before
-            _INTERCEPTOR.set_routes(routes if _INTERCEPTOR.contexts else {})
+            _INTERCEPTOR.route_open_contexts()  # what the others still answer, in any order of closing
             if not _INTERCEPTOR.contexts:
                 _INTERCEPTOR.uninstall()
         if self.twin is not None and self.twin is not self._given_twin and self._owns_twin():

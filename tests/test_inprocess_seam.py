@@ -14,6 +14,7 @@ import pytest
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+
 from sd35_twin.mockserver import inprocess
 from sd35_twin.mockserver.config import MockConfig
 from sd35_twin.mockserver.http.faults import DropConnection
@@ -554,3 +555,24 @@ def test_a_positional_option_is_refused_with_how_to_give_it():
     with pytest.raises(TypeError) as raised:
         mock_sd35("https://mirror.example")
     assert str(raised.value) == "mock_sd35: give options by name, e.g. mock_sd35(base_url=...)"
+
+
+def test_contexts_closed_out_of_order_keep_the_open_ones_answering():
+    first = mock_sd35(lifecycle="immediate")
+    second = mock_sd35(base_url=[API, "https://MIRROR.EXAMPLE.BOX/"], block_network=True)
+    twin = first.start()
+    try:
+        assert second.start() is twin
+        first.stop()  # the outer one first: the inner, still open, keeps both its URLs
+        assert requests.post(f"{API}/sd3_5/v1", json=REQ, headers=KEY).json()["status"] == "SUCCESS"
+        assert httpx.post("https://mirror.example.box/sd3_5/v1", json=REQ, headers=KEY).status_code == 200
+        with pytest.raises(requests.ConnectionError) as raised:  # the refusal names every URL still answered
+            requests.get("https://elsewhere.example/")
+        assert str(raised.value).endswith("(the twin answers https://MIRROR.EXAMPLE.BOX, https://api.imagepipeline.io)")
+    finally:
+        second.stop()
+        first.stop()
+    assert HTTPAdapter.send is ORIGINALS[0]
+    with mock_sd35(base_url="https://other.example", block_network=True):
+        with pytest.raises(requests.ConnectionError, match="refuses GET https://mirror.example.box/"):
+            requests.get("https://mirror.example.box/")
