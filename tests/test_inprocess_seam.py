@@ -404,6 +404,7 @@ def test_where_a_twin_answers_and_its_url(monkeypatch, tmp_path):
     with_images = InProcessTwin([API], MockConfig(public_url="https://images.example.net"))
     try:
         assert twin.url == "https://API.EXAMPLE.BOX"
+        assert twin.base_urls == ["https://API.EXAMPLE.BOX", "http://mirror.example:8080"]
         assert twin.origins() == {("https", "api.example.box", 443), ("http", "mirror.example", 8080)}
         assert with_images.origins() == {("https", "api.imagepipeline.io", 443), ("https", "images.example.net", 443)}
     finally:
