@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import itertools
 import sys
 import threading
 import time
@@ -110,15 +111,16 @@ class InProcessTwin(MockControl):
                 environ[key] = f"{environ[key]}, {value}" if key in environ else value  # repeated: joined, as WSGI
         environ.setdefault("HTTP_HOST", parts.netloc)
         started: list = []
+        written: list[bytes] = []  # what the app gave the legacy write() callable (PEP 3333): sent first
 
         def start_response(status, response_headers, exc_info=None):
             started[:] = [status, response_headers]
-            return lambda data: None
+            return written.append
 
         chunks = self.app(environ, start_response)
         status, response_headers = started
         code, _, reason = status.partition(" ")
-        return _Answer(int(code), reason, response_headers, chunks, method.upper() == "HEAD")
+        return _Answer(int(code), reason, response_headers, chunks, method.upper() == "HEAD", written)
 
 
 class _Answer:
@@ -126,10 +128,10 @@ class _Answer:
     answer that declares less than it carries), ``cut_short`` when the body ended before that length, and
     ``ConnectionResetError`` when a fault resets the connection mid-body."""
 
-    def __init__(self, status: int, reason: str, headers: list, chunks, head_only: bool):
+    def __init__(self, status: int, reason: str, headers: list, chunks, head_only: bool, written: list):
         self.status, self.reason, self.headers = status, reason, headers
         self._chunks = chunks
-        self._iterator = iter(chunks)
+        self._iterator = itertools.chain(written, chunks)
         declared = next((v for k, v in headers if k.lower() == "content-length"), None)
         self.declared = 0 if head_only else (int(declared) if declared is not None else None)
         self.received = 0
@@ -247,9 +249,10 @@ def answer_requests(twin: InProcessTwin, adapter: BaseAdapter, request: requests
     read = reset = None
     if not stream:  # requests reads it all anyway: read it here once, and hand a whole body over as is
         read, reset = answer.read_all()
+    # request_url: the path, as requests' own adapter gives urllib3 without a proxy (what ``raw.url`` says)
     raw = HTTPResponse(body=_AnswerReader(answer, read, reset), headers=answer.headers, status=answer.status,
                        reason=answer.reason, preload_content=False, decode_content=False,
-                       request_method=request.method, request_url=request.url, enforce_content_length=True)
+                       request_method=request.method, request_url=request.path_url, enforce_content_length=True)
     builder = adapter if isinstance(adapter, HTTPAdapter) else _BUILDER
     response = builder.build_response(request, raw)
     if read is not None and not reset and not answer.cut_short and not _encoded(answer.headers):
@@ -327,7 +330,7 @@ def answer_httpx(twin: InProcessTwin, request, body: bytes):
         raise httpx.ReadTimeout(f"sd35 twin: no answer within the read timeout ({limit} s)", request=request)
     return httpx.Response(answer.status, headers=answer.headers, stream=_HttpxStream(answer, request),
                           request=request, extensions={"http_version": b"HTTP/1.1",
-                                                       "reason_phrase": answer.reason.encode("ascii", "replace")})
+                                                       "reason_phrase": answer.reason.encode("latin-1", "replace")})
 
 
 # --- the patch: one per process, shared by every open context -------------------------------------------------
@@ -362,6 +365,11 @@ class _Interceptor:
                 fast[(scheme, host)] = twin
         self.fast_routes, self.routes = fast, routes
 
+    def route_open_contexts(self) -> None:
+        """Route every open context's origins to its twin (they share the outermost's), in whatever order the
+        contexts were opened and closed."""
+        self.set_routes({origin: c.twin for c in self.contexts for origin in c.origins})
+
     def blocked(self) -> bool:
         return any(c.block_network for c in self.contexts) and \
             not threading.current_thread().name.startswith("sd35-webhook")  # the twin's own webhook workers
@@ -386,8 +394,9 @@ _INTERCEPTOR = _Interceptor()
 
 
 def _refusal(method: str, url: str) -> str:
+    answered = {u.rstrip("/") for c in _INTERCEPTOR.contexts for u in (*c.base_urls, *c.twin.base_urls)}
     return (f"sd35 in-process twin: block_network=True refuses {method} {url} (the twin answers "
-            + ", ".join(sorted({u for c in _INTERCEPTOR.contexts for u in c.twin.base_urls})) + ")")
+            + ", ".join(sorted(answered)) + ")")
 
 
 def _patched_requests_send(adapter, request, *args, **kwargs):
@@ -432,8 +441,10 @@ class Sd35Mock:
         if not self.base_urls:
             raise ValueError("base_url: give at least one URL")
         for url in self.base_urls:
-            if _origin(url)[0] not in _DEFAULT_PORTS or not _origin(url)[1]:
-                raise ValueError(f"base_url: {url!r} must be an http:// or https:// URL with a host")
+            scheme, host, port = _origin(url)
+            if scheme not in _DEFAULT_PORTS or not host or port == -1:  # -1: a port that is not a number
+                raise ValueError(f"base_url: {url!r} must be an http:// or https:// URL with a host "
+                                 "(and a port from 1 to 65535, if any)")
         if config is not None and settings:
             raise ValueError("give either config or settings, not both")
         self.block_network = block_network
@@ -441,7 +452,7 @@ class Sd35Mock:
         self._settings = {**TEST_SETTINGS, **settings}
         self._given_twin = twin
         self.twin: InProcessTwin | None = None
-        self._added: list[tuple[tuple[str, str, int], InProcessTwin | None]] = []
+        self.origins: set[tuple[str, str, int]] = set()  # where it answers while open
 
     def _new_twin(self) -> InProcessTwin:
         return InProcessTwin(self.base_urls, self._config or MockConfig(**self._settings))
@@ -450,14 +461,11 @@ class Sd35Mock:
         with _INTERCEPTOR.lock:
             outer = _INTERCEPTOR.contexts[0].twin if _INTERCEPTOR.contexts else None
             self.twin = outer or self._given_twin or self._new_twin()
-            origins = {_origin(u) for u in self.base_urls} | self.twin.origins()
-            self._added = [(o, _INTERCEPTOR.routes.get(o)) for o in origins]
+            self.origins = {_origin(u) for u in self.base_urls} | self.twin.origins()
             if not _INTERCEPTOR.contexts:
                 _INTERCEPTOR.install()
             _INTERCEPTOR.contexts.append(self)
-            routes = dict(_INTERCEPTOR.routes)
-            routes.update((o, self.twin) for o in origins)
-            _INTERCEPTOR.set_routes(routes)
+            _INTERCEPTOR.route_open_contexts()
             return self.twin
 
     def stop(self) -> None:
@@ -465,13 +473,7 @@ class Sd35Mock:
             if self not in _INTERCEPTOR.contexts:
                 return
             _INTERCEPTOR.contexts.remove(self)
-            routes = dict(_INTERCEPTOR.routes)
-            for origin, before in reversed(self._added):
-                if before is None:
-                    routes.pop(origin, None)
-                else:
-                    routes[origin] = before
-            _INTERCEPTOR.set_routes(routes if _INTERCEPTOR.contexts else {})
+            _INTERCEPTOR.route_open_contexts()  # what the others still answer, in any order of closing
             if not _INTERCEPTOR.contexts:
                 _INTERCEPTOR.uninstall()
         if self.twin is not None and self.twin is not self._given_twin and self._owns_twin():
