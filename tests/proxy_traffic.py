@@ -26,7 +26,7 @@ BASE = {"prompt": "a lighthouse at dusk", "negative_prompt": "blur", "num_infere
         "guidance_scale": 0.0}
 
 
-def launch_upstream(tmp_path: Path, profile: dict | None = None, name: str = "upstream"):
+def launch_upstream(profile: dict | None = None):
     """A twin as the upstream, with a profile (a variant's overlay, or a learned profile): a real server on a free
     port, in a thread of this process (a process per upstream would only add its start-up to every round trip)."""
     config = MockConfig(lifecycle="polls", pending_polls=2, seed=18, api_keys=(KEY, POOR_KEY, LIMITED_KEY),

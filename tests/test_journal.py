@@ -15,9 +15,9 @@ from sd35_twin.mockserver.journal import (
 )
 
 
-def record(journal: Journal, **fields) -> None:
+def record(journal: Journal, **fields) -> int | None:
     defaults = dict(at=1.5, method="GET", path="/x", query="", headers={}, body=b"", status=200, duration_ms=1.0)
-    journal.record(**{**defaults, **fields})
+    return journal.record(**{**defaults, **fields})
 
 
 def test_an_entry_whole():
@@ -190,11 +190,8 @@ def test_a_request_that_began_before_a_clear_is_not_recorded_after_it():
     journal.clear()
     journal.clear()
     assert journal.era == began + 2
-    assert journal.record(at=1.0, method="GET", path="/late", query="", headers={}, body=b"", status=200,
-                          duration_ms=1.0, era=began) is None
+    assert record(journal, path="/late", era=began) is None
     assert journal.entries() == [] and journal.counts()["total"] == 0
-    assert journal.record(at=1.0, method="GET", path="/now", query="", headers={}, body=b"", status=200,
-                          duration_ms=1.0, era=journal.era) == 1
-    assert journal.record(at=1.0, method="GET", path="/any", query="", headers={}, body=b"", status=200,
-                          duration_ms=1.0) == 2  # no era: always recorded
+    assert record(journal, path="/now", era=journal.era) == 1
+    assert record(journal, path="/any") == 2  # no era: always recorded
     assert [e["path"] for e in journal.entries()] == ["/now", "/any"]

@@ -30,8 +30,8 @@ HEADERS = {"API-Key": KEY, "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    with launch_upstream(tmp_path_factory.mktemp("up")) as mock:
+def upstream():
+    with launch_upstream() as mock:
         yield mock
 
 
@@ -307,7 +307,7 @@ def test_a_body_the_proxy_refuses_spends_no_job_of_the_guard(upstream, proxy_for
 
 
 def test_strict_names_the_drifted_rows_in_a_header(tmp_path, proxy_for):
-    with launch_upstream(tmp_path, {"http_status": {"submit_pending": 202}}) as up:
+    with launch_upstream({"http_status": {"submit_pending": 202}}) as up:
         strict = proxy_for(up.url, strict=True)
         lax = proxy_for(up.url)
         answer = requests.post(f"{strict.url}/sd3_5/v1", json=BASE, headers=HEADERS, timeout=10)

@@ -35,7 +35,7 @@ def run_through_proxy(tmp_path, name, upstream_profile=None, proxy_profile=None)
     report_file = tmp_path / f"{name}.json"
     downloads = tmp_path / f"{name}-images"
     downloads.mkdir()
-    with launch_upstream(tmp_path, upstream_profile, name) as upstream:
+    with launch_upstream(upstream_profile) as upstream:
         proxy = start(ProxySettings(upstream=upstream.url, report=str(report_file), proxy_downloads=True,
                                     max_jobs=100, timeout=30, profile=proxy_profile,
                                     record=str(tmp_path / f"{name}.jsonl")))

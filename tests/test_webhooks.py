@@ -11,6 +11,7 @@ import requests
 
 from sd35_twin.mockserver import webhooks
 from sd35_twin.mockserver.webhooks import WebhookDispatcher, backoff_delay, check_url, host_allowed, is_loopback_host
+from tests.helpers import refused_port
 
 
 @pytest.fixture
@@ -38,10 +39,8 @@ def make():
 @pytest.fixture
 def refused_url():
     """A port that is bound but not listening: connecting is refused, deterministically."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    yield f"http://127.0.0.1:{s.getsockname()[1]}/hook"
-    s.close()
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}/hook"
 
 
 @pytest.fixture
