@@ -559,8 +559,10 @@ def _upstream(text: str) -> str:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"invalid URL {text!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query \
-            or parts.fragment or parts.username or parts.password or any(c.isspace() for c in text):
+    # "?" and "#" are refused even when empty: urlsplit reads "https://h/?" as no query, yet the proxy would
+    # then send every request to "https://h/?/sd3_5/v1"
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or "?" in text or "#" in text or parts.username or parts.password or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(f"invalid URL {text!r}: must be http:// or https:// and a host (and port), "
                                          f"no path, query, fragment or credentials")
     return text.rstrip("/")

@@ -980,7 +980,8 @@ def test_the_page_shows_each_row_escaped_with_its_counts_and_the_learned_profile
     ("https://api.example", "https://api.example"), ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
     ("http://BOX/", "http://BOX"),
     ("HTTPS://API.example", "HTTPS://API.example"), ("https://api.example/v1", None), ("https://api.example?q", None),
-    ("https://api.example#f", None), ("https://u@api.example", None), ("https://:p@api.example", None),
+    ("https://api.example#f", None), ("https://api.example/?", None), ("https://api.example#", None),
+    ("https://u@api.example", None), ("https://:p@api.example", None),
     ("https://", None), ("ftp://api.example", None), ("https://api.example:99999", None),
     ("https://api.example:x", None), ("https://api .example", None), ("https://api.example\t", None),
 ])
