@@ -165,7 +165,7 @@ def _public_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid URL {text!r}: {exc}") from None
     if any(c.isspace() or not c.isprintable() for c in text) or parts.scheme not in ("http", "https") \
             or not parts.hostname or not all(c.isalnum() or c in ".-_:" for c in parts.hostname) \
-            or parts.query or parts.fragment:
+            or "?" in text or "#" in text:  # even empty: "https://h/?" would end every download URL's path
         raise argparse.ArgumentTypeError(f"invalid URL {text!r}: must be http:// or https:// with a host name, no "
                                          f"spaces or control characters, no query or fragment")
     return text

@@ -144,8 +144,11 @@ class MockConfig:
                 for k, v in self.credits.items()):
             problems.append(FieldError("credits", "type", f"must map non-empty keys to whole numbers from 0 to "
                                                           f"{MAX_CREDITS} (null: no limit)"))
-        if self.public_url is not None and not str(self.public_url).startswith(("http://", "https://")):
-            problems.append(FieldError("public_url", "pattern", "must start with http:// or https://"))
+        if self.public_url is not None and (not str(self.public_url).startswith(("http://", "https://"))
+                                            or "?" in str(self.public_url) or "#" in str(self.public_url)):
+            # a "?" or "#" would end every download URL's path where the base ends ("https://h/?/files/…")
+            problems.append(FieldError("public_url", "pattern", "must start with http:// or https:// and have no "
+                                                                "query or fragment ('?' or '#')"))
         for name in ("max_jobs", "journal_size", "max_body_bytes", "webhook_max_attempts", "webhook_records"):
             if not _whole(getattr(self, name)) or getattr(self, name) < 1:
                 problems.append(FieldError(name, "minimum", "must be an integer >= 1"))

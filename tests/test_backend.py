@@ -176,6 +176,16 @@ def test_config_updates_are_validated(make_backend):
     assert backend.config.lifecycle == "seconds"  # a refused change changes nothing
 
 
+@pytest.mark.parametrize("url", ["ftp://images.example", "images.example", "https://images.example/?",
+                                 "https://images.example/#", "https://images.example/base?x=1"])
+def test_a_public_url_that_cannot_be_a_base_of_download_urls_is_refused(url):
+    """A "?" or "#", even with nothing after it, would end every download URL's path where the base ends."""
+    with pytest.raises(InvalidRequest) as caught:
+        MockConfig(public_url=url)
+    assert [(e.field, e.rule) for e in caught.value.errors] == [("public_url", "pattern")]
+    assert "no query or fragment" in caught.value.errors[0].message
+
+
 def test_reset_forgets_everything(make_backend):
     backend = make_backend(lifecycle="immediate")
     job = backend.submit("k", REQ, BASE)

@@ -76,6 +76,7 @@ def refused_at_start(args, env=None):
     ["--port", "80000"], ["--port", "-1"], ["--port", "abc"], ["--host", "999.1.1.1"],
     ["--host", "no-such-host.invalid"], ["--host", ""], ["--public-url", "http://a b"], ["--public-url", "ftp://x"],
     ["--public-url", "https://"], ["--public-url", "http://a:99999"], ["--public-url", "http://a\x01b"],
+    ["--public-url", "https://a/?"], ["--public-url", "https://a/#"], ["--public-url", "https://a?q"],
     ["--threads", "0"], ["--threads", "257"], ["--max-jobs", "0"], ["--failure-rate", "2"],
     ["--pending-seconds", "-1"], ["--pending-seconds", "nan"], ["--profile", "/no/such/file.json"],
     ["--control-token", ""], ["--control-token", "two words"],
