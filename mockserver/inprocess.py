@@ -442,9 +442,13 @@ class Sd35Mock:
             raise ValueError("base_url: give at least one URL")
         for url in self.base_urls:
             scheme, host, port = _origin(url)
-            if scheme not in _DEFAULT_PORTS or not host or port == -1:  # -1: a port that is not a number
+            parts = urlsplit(url)
+            # the twin answers an origin at its root: a path, "?", "#" or credentials would send the app's calls
+            # and the control plane's to paths or a Host the twin does not answer
+            if scheme not in _DEFAULT_PORTS or not host or port == -1 or parts.path not in ("", "/") \
+                    or "?" in url or "#" in url or "@" in parts.netloc:  # port -1: a port that is not a number
                 raise ValueError(f"base_url: {url!r} must be an http:// or https:// URL with a host "
-                                 "(and a port from 1 to 65535, if any)")
+                                 "(and a port from 1 to 65535, if any), and no path, query, fragment or credentials")
         if config is not None and settings:
             raise ValueError("give either config or settings, not both")
         self.block_network = block_network

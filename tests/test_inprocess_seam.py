@@ -541,9 +541,13 @@ def test_a_decorated_function_gets_every_option(sd35_webhooks):
 @pytest.mark.parametrize("options, message", [
     (dict(base_url=[]), "base_url: give at least one URL"),
     (dict(base_url="https:///x"), "base_url: 'https:///x' must be an http:// or https:// URL with a host "
-                                  "(and a port from 1 to 65535, if any)"),
+                                  "(and a port from 1 to 65535, if any), and no path, query, fragment or credentials"),
     (dict(base_url="https://h:port"), "base_url: 'https://h:port' must be"),
     (dict(base_url="https://h:70000"), "base_url: 'https://h:70000' must be"),
+    (dict(base_url="https://h/v2"), "base_url: 'https://h/v2' must be"),
+    (dict(base_url="https://h/?"), "base_url: 'https://h/?' must be"),
+    (dict(base_url="https://h#"), "base_url: 'https://h#' must be"),
+    (dict(base_url=["https://h", "https://u:p@h"]), "base_url: 'https://u:p@h' must be"),
     (dict(config=MockConfig(), lifecycle="manual"), "give either config or settings, not both"),
 ])
 def test_bad_options_are_refused_by_name(options, message):
