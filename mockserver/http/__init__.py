@@ -67,13 +67,13 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             return apply_fault(backend, kind, ctx.rule)
         return None
 
-    @app.after_request
     def journal(response: Response) -> Response:
         """The one place a request is journaled: every request but the control plane's and health checks', with
         the status the client got and what a fault did to it."""
-        response = finish_fault(response)
-        ctx, req = g._get_current_object(), request._get_current_object()
-        if not req.path.startswith("/__mock__") and req.path != HEALTH_PATH:
+        ctx, req = g._get_current_object(), request._get_current_object()  # one proxy lookup each: every request
+        response = finish_fault(response, ctx, req)
+        path = req.path
+        if not path.startswith("/__mock__") and path != HEALTH_PATH:
             environ = req.environ
             try:  # no length and no terminated stream: werkzeug would read nothing, so skip asking it
                 body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or \
@@ -98,10 +98,14 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             stop_collecting(token)
 
     @app.after_request
-    def reason_phrase(response: Response) -> Response:
-        """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``)."""
-        response.status = status_line(response.status_code)
-        return response
+    def finish(response: Response) -> Response:
+        """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``),
+        then the request journaled (``journal``, which may put a fault's answer in its place, as it did when the
+        two were hooks of their own: one hook, for Flask's own cost per hook is paid on every request)."""
+        line = status_line(response.status_code)
+        if response.status != line:  # werkzeug parses a status line anew on each assignment
+            response.status = line
+        return journal(response)
 
     def refusal(errors: list[FieldError], kind: str, status: int | None = None) -> Response:
         """A FAILURE answer of ``kind`` (``status``: a code of its own). The profile shapes what the app under
