@@ -23,7 +23,7 @@ from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, statu
 from .api import HEALTH_PATH, api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault, take_rule
-from .journaling import answer_fields, request_fields
+from .journaling import record
 from .ui import ui  # the dashboard, /__mock__/ui
 
 log = logging.getLogger("mockserver")
@@ -80,15 +80,7 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
                     environ.get("wsgi.input_terminated") else b""
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
                 body = b""
-            rows = ctx.get("rows") or ()
-            seq = backend.journal.record(
-                at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
-                duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None, rows=tuple(rows), era=ctx.get("journal_era"),
-                **answer_fields(req, body, response, ctx.get("kind"), ctx),
-            )
-            if rows and seq is not None:
-                backend.coverage.add(rows, seq)
+            record(backend, req, body, response, ctx)
         return response
 
     @app.teardown_request

@@ -5,13 +5,26 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 
 
-def request_fields(req, body: bytes) -> dict:
-    """The request as the journal records it: method, path, query, headers and body."""
+def record(backend, req, body: bytes, response, ctx) -> None:
+    """Journal one request as the client got it (``response``), and count the assumed rows it met (coverage.py).
+    ``ctx`` (flask's ``g``): what the request's hooks and route noted (its kind, rule, fault, rows, the job id, the
+    submitted document). One call with every field named, no intermediate dicts: this runs on every request."""
     environ = req.environ
-    return {"method": req.method, "path": req.path, "query": environ.get("QUERY_STRING", ""),
-            "headers": header_pairs(environ), "body": body}
+    kind = ctx.get("kind")
+    rows = ctx.get("rows") or ()
+    rule = ctx.get("rule")
+    job_id, batch_id, digest = answer_ids(req, body, kind, ctx)
+    seq = backend.journal.record(
+        at=backend.clock.now(), method=req.method, path=req.path, query=environ.get("QUERY_STRING", ""),
+        headers=header_pairs(environ), body=body, status=response.status_code,
+        duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
+        kind=kind or "other", job_id=job_id, batch_id=batch_id, retry_after=response.headers.get("Retry-After"),
+        rule=rule.id if rule else None, rows=tuple(rows), body_digest=digest, era=ctx.get("journal_era"))
+    if rows and seq is not None:
+        backend.coverage.add(rows, seq)
 
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
@@ -30,35 +43,33 @@ def _header_name(environ_key: str) -> str:
     return environ_key[5:].replace("_", "-").title()
 
 
-def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dict:
-    """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
-    (a status path's, or ``ctx.job_id``: the job a submit made or a download URL belongs to, whatever a fault
-    then did to the answer), a submit's ``batch_id`` and ``body_digest`` (of its canonical JSON, so two submits of
-    one body compare equal whatever their key order, spacing or length past the journal's cut) and the answer's
-    ``Retry-After``. ``ctx`` (flask's ``g``): what the submit route already parsed (``submitted``) is read rather
-    than parsed again; the body is parsed only where the route did not get that far."""
-    ctx = ctx if ctx is not None else {}
-    fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
-    job_id = ctx.get("job_id")
+def answer_ids(req, body: bytes, kind: str | None, ctx) -> tuple[str | None, str | None, str | None]:
+    """What the journal keeps beside the request, to filter and count by: the job id (a status path's, or
+    ``ctx.job_id``: the job a submit made or a download URL belongs to, whatever a fault then did to the answer), a
+    submit's ``batch_id`` and ``body_digest`` (of its canonical JSON, so two submits of one body compare equal
+    whatever their key order, spacing or length past the journal's cut). What the submit route already parsed
+    (``ctx.submitted``) is read rather than parsed again; the body is parsed only where the route did not get that
+    far."""
     if kind == "status":
-        fields["job_id"] = (req.view_args or {}).get("job_id")
-    elif job_id is not None:
-        fields["job_id"] = job_id
-    if kind == "submit":
-        submitted = ctx.get("submitted", _UNREAD)
-        if submitted is _UNREAD:
-            try:
-                submitted = json.loads(body) if body else None
-            except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
-                submitted = None
-        if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
-            fields["batch_id"] = submitted["batch_id"]
-        if submitted is not None:
-            try:
-                fields["body_digest"] = canonical_digest(submitted)
-            except (ValueError, RecursionError):  # written back deeper than it was read: no digest, never a 500
-                pass
-    return fields
+        return (req.view_args or {}).get("job_id"), None, None
+    job_id = ctx.get("job_id")
+    if kind != "submit":
+        return job_id, None, None
+    submitted = ctx.get("submitted", _UNREAD)
+    if submitted is _UNREAD:
+        try:
+            submitted = json.loads(body) if body else None
+        except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
+            submitted = None
+    batch_id = digest = None
+    if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
+        batch_id = submitted["batch_id"]
+    if submitted is not None:
+        try:
+            digest = canonical_digest(submitted)
+        except (ValueError, RecursionError):  # written back deeper than it was read: no digest, never a 500
+            pass
+    return job_id, batch_id, digest
 
 
 _UNREAD = object()
