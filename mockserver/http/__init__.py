@@ -51,16 +51,17 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.before_request
     def start_clock():
-        ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
+        # one proxy lookup each, not one per attribute: this runs on every request
+        ctx, req = g._get_current_object(), request._get_current_object()
         ctx.started = time.monotonic()
         ctx.journal_era = backend.journal.era  # a journal cleared before this request ends does not get it
         ctx.fault = ctx.rule = None
-        if request.path.startswith("/__mock__"):  # the control plane meets no row: it is not the app
+        if req.path.startswith("/__mock__"):  # the control plane meets no row: it is not the app
             ctx.rows = None
         else:  # the assumed rows this request meets (coverage.py): its journal entry's ``rows``
             ctx.rows = []
             ctx.rows_token = collect(ctx.rows)
-        url_rule = request.url_rule
+        url_rule = req.url_rule
         ctx.kind = kind = api_endpoint_kind(url_rule.endpoint if url_rule else "")
         if kind:
             ctx.rule = take_rule(backend, kind)
