@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
+
+from ..journal import DIGEST_OF_BODY
 
 
 def record(backend, req, body: bytes, response, ctx) -> None:
@@ -61,21 +62,12 @@ def answer_ids(req, body: bytes, kind: str | None, ctx) -> tuple[str | None, str
             submitted = json.loads(body) if body else None
         except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
             submitted = None
-    batch_id = digest = None
+    batch_id = None
     if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
         batch_id = submitted["batch_id"]
-    if submitted is not None:
-        try:
-            digest = canonical_digest(submitted)
-        except (ValueError, RecursionError):  # written back deeper than it was read: no digest, never a 500
-            pass
-    return job_id, batch_id, digest
+    # ``submitted`` is the body's JSON (the route's parse or the one above), so its digest is the body's: the journal
+    # works it out when the entry is read
+    return job_id, batch_id, DIGEST_OF_BODY if submitted is not None else None
 
 
 _UNREAD = object()
-
-
-def canonical_digest(document: object) -> str:
-    """SHA-256 of a JSON document written canonically (keys sorted, no spaces)."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
