@@ -76,9 +76,12 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
         path = req.path
         if not path.startswith("/__mock__") and path != HEALTH_PATH:
             environ = req.environ
-            try:  # no length and no terminated stream: werkzeug would read nothing, so skip asking it
-                body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or \
-                    environ.get("wsgi.input_terminated") else b""
+            # A request's body comes with a length or a transfer coding (RFC 9112, 6.3): with neither there is
+            # none, so skip asking werkzeug, which would build a stream to read nothing (waitress marks every
+            # request's stream terminated, so that would be on every GET)
+            try:
+                body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or (
+                    environ.get("wsgi.input_terminated") and environ.get("HTTP_TRANSFER_ENCODING")) else b""
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
                 body = b""
             record(backend, req, body, response, ctx)
