@@ -13,19 +13,27 @@ def record(backend, req, body: bytes, response, ctx) -> None:
     """Journal one request as the client got it (``response``), and count the assumed rows it met (coverage.py).
     ``ctx`` (flask's ``g``): what the request's hooks and route noted (its kind, rule, fault, rows, the job id, the
     submitted document). One call with every field named, no intermediate dicts: this runs on every request."""
-    environ = req.environ
-    kind = ctx.get("kind")
-    rows = ctx.get("rows") or ()
-    rule = ctx.get("rule")
-    job_id, batch_id, digest = answer_ids(req, body, kind, ctx)
+    environ, noted = req.environ, ctx.__dict__  # g's attributes: a dict's get, not g's own (a Python method)
+    kind = noted.get("kind")
+    rows = noted.get("rows") or ()
+    rule = noted.get("rule")
+    job_id, batch_id, digest = answer_ids(req, body, kind, noted)
     seq = backend.journal.record(
         at=backend.clock.now(), method=req.method, path=req.path, query=environ.get("QUERY_STRING", ""),
         headers=header_pairs(environ), body=body, status=response.status_code,
-        duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-        kind=kind or "other", job_id=job_id, batch_id=batch_id, retry_after=response.headers.get("Retry-After"),
-        rule=rule.id if rule else None, rows=tuple(rows), body_digest=digest, era=ctx.get("journal_era"))
+        duration_ms=(time.monotonic() - noted.get("started", time.monotonic())) * 1000, fault=noted.get("fault"),
+        kind=kind or "other", job_id=job_id, batch_id=batch_id, retry_after=retry_after(response.headers),
+        rule=rule.id if rule else None, rows=tuple(rows), body_digest=digest, era=noted.get("journal_era"))
     if rows and seq is not None:
         backend.coverage.add(rows, seq)
+
+
+def retry_after(headers) -> str | None:
+    """``headers.get("Retry-After")``: werkzeug's raises and catches a KeyError for an answer without one (most)."""
+    for name, value in headers:
+        if name.lower() == "retry-after":
+            return value
+    return None
 
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
