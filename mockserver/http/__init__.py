@@ -68,10 +68,9 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             return apply_fault(backend, kind, ctx.rule)
         return None
 
-    def journal(response: Response) -> Response:
+    def journal(response: Response, ctx, req) -> Response:
         """The one place a request is journaled: every request but the control plane's and health checks', with
         the status the client got and what a fault did to it."""
-        ctx, req = g._get_current_object(), request._get_current_object()  # one proxy lookup each: every request
         response = finish_fault(response, ctx, req)
         path = req.path
         if not path.startswith("/__mock__") and path != HEALTH_PATH:
@@ -87,21 +86,24 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
             record(backend, req, body, response, ctx)
         return response
 
-    @app.teardown_request
-    def stop_marking(_error):
-        token = g.get("rows_token")
-        if token is not None:
-            stop_collecting(token)
-
     @app.after_request
     def finish(response: Response) -> Response:
         """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``),
         then the request journaled (``journal``, which may put a fault's answer in its place, as it did when the
-        two were hooks of their own: one hook, for Flask's own cost per hook is paid on every request)."""
+        two were hooks of their own), then the request's marks of assumed rows closed (coverage.py). One hook, not
+        three: Flask's own cost per hook is paid on every request; and Flask runs it on every answer, an error
+        handler's included."""
         line = status_line(response.status_code)
         if response.status != line:  # werkzeug parses a status line anew on each assignment
             response.status = line
-        return journal(response)
+        # one proxy lookup each, not one per attribute: this runs on every request
+        ctx, req = g._get_current_object(), request._get_current_object()
+        try:
+            return journal(response, ctx, req)
+        finally:
+            token = ctx.get("rows_token")
+            if token is not None:
+                stop_collecting(token)
 
     def refusal(errors: list[FieldError], kind: str, status: int | None = None) -> Response:
         """A FAILURE answer of ``kind`` (``status``: a code of its own). The profile shapes what the app under
