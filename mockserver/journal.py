@@ -33,7 +33,7 @@ DIGEST_OF_BODY = object()
 def _digest_of_body(body: bytes) -> str | None:
     try:
         return canonical_digest(json.loads(body))
-    except (ValueError, RecursionError):  # written back deeper than it was read: no digest
+    except (ValueError, RecursionError):  # not JSON (the route refused it), or too deep to write back: no digest
         return None
 
 
