@@ -156,6 +156,9 @@ class FaultPlan:
     action: FaultRule | None = None
 
 
+NO_FAULT = FaultPlan()
+
+
 def plan_of(rule: FaultRule) -> FaultPlan:
     """The plan for the fault a matching rule (``rules.Rule``) carries: it takes the place of the server-wide ones."""
     if rule.type == "latency":
@@ -189,8 +192,8 @@ class FaultInjector:
 
     def pick(self, endpoint: str) -> FaultPlan:
         """Apply the matching rules: latencies add up, the first matching other rule is the action."""
-        if not self._rules:  # the common case, without the lock
-            return FaultPlan()
+        if not self._rules:  # the common case, without the lock (and one shared plan: it is frozen)
+            return NO_FAULT
         delay, action = {"before": 0, "after": 0}, None
         with self._lock:
             for rule in self._rules:

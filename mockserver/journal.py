@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import threading
@@ -16,6 +17,24 @@ KINDS = ("submit", "status", "download", "other")
 MAX_COUNTED_BATCH_IDS = 1_000  # distinct batch_ids counted by name; the rest go to ``other_batch_ids``
 # GET /__mock__/journal filters (docs/wire.md): each compares one field of an entry exactly
 FILTERS = ("method", "path", "path_prefix", "kind", "key", "batch_id", "job_id", "status", "rule", "since")
+
+
+def canonical_digest(document: object) -> str:
+    """SHA-256 of a JSON document written canonically (keys sorted, no spaces)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+# ``record(body_digest=DIGEST_OF_BODY)``: the digest of the body's own JSON, worked out when the entry is read (a
+# submit's digest costs about as much as the rest of its entry, and most entries are never read).
+DIGEST_OF_BODY = object()
+
+
+def _digest_of_body(body: bytes) -> str | None:
+    try:
+        return canonical_digest(json.loads(body))
+    except (ValueError, RecursionError):  # not JSON (the route refused it), or too deep to write back: no digest
+        return None
 
 
 def redact(value: str) -> str:
@@ -65,17 +84,20 @@ class Journal:
         ``HEADER_CHARS``, so an entry stays small whatever a client sends. ``kind``: the API endpoint's kind
         (``KINDS``); ``job_id``: the id in a status path or the id a submit answered; ``batch_id``: a submit's;
         ``retry_after``: the answer's Retry-After header; ``rule``: the id of the rule that applied; ``rows``: the
-        assumed ledger rows the request met (coverage.py); ``body_digest``: a submit's canonical JSON digest. Counts (``counts()``) outlive the entries' cap.
+        assumed ledger rows the request met (coverage.py); ``body_digest``: a submit's canonical JSON digest, or
+        ``DIGEST_OF_BODY`` for that of ``body``'s JSON (worked out when read). Counts (``counts()``) outlive the entries' cap.
         ``era``: the journal's ``era`` when the request began; if the journal was cleared since (a reset between
         tests while a faulted request of the earlier test still ran), the request belongs to what was cleared and is
         not recorded. Returns the entry's seq, or None when it was not recorded."""
         pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
         if len(pairs) > MAX_HEADERS or any(len(v) > HEADER_CHARS for _, v in pairs):
             pairs = [(k[:HEADER_CHARS], v[:HEADER_CHARS]) for k, v in pairs[:MAX_HEADERS]]
+        kept = body[: self.body_chars * 4]
+        if body_digest is DIGEST_OF_BODY and len(kept) < len(body):  # cut: it cannot be worked out later
+            body_digest = _digest_of_body(body)
         extra = (kind, job_id and job_id[:HEADER_CHARS], batch_id and batch_id[:HEADER_CHARS], retry_after, rule,
                  rows, body_digest)
-        raw = (at, method, path, query, pairs, body[: self.body_chars * 4], len(body), status, duration_ms, fault,
-               extra)
+        raw = (at, method, path, query, pairs, kept, len(body), status, duration_ms, fault, extra)
         with self._lock:
             if era is not None and era != self.era:
                 return None
@@ -113,6 +135,8 @@ class Journal:
         if key is not None:  # the same key, the same id; the key cannot be read back from it
             entry["api_key_id"] = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), key=self._salt,
                                                   digest_size=8).hexdigest()
+        if body_digest is DIGEST_OF_BODY:
+            body_digest = _digest_of_body(body)
         if body_digest is not None:
             entry["body_digest"] = body_digest
         if fault:

@@ -252,3 +252,24 @@ def test_a_download_past_the_default_lifetime_meets_l22_and_is_refused(mock):
     assert expired_download(mock, 86_401).status_code == 404
     assert expired_download(mock, 3_601).status_code == 200
     assert [m["count"] for m in mock.coverage()["met"] if m["row"] == "L22"] == [2]
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["answered", "an unexpected error (500)"])
+def test_a_request_stops_collecting_marks_when_it_ends_whatever_its_answer(fails, monkeypatch):
+    """The request's list of marks is closed when its answer is journaled (the app's one after_request hook, which
+    Flask runs for an error handler's answer too), so a later mark in the same thread goes nowhere."""
+    from sd35_twin.mockserver.coverage import _ROWS
+    from sd35_twin.mockserver.http import create_app, get_backend
+
+    app = create_app(MockConfig(lifecycle="manual"))
+    backend = get_backend(app)
+    if fails:
+        def broken(*_args, **_kwargs):
+            meet("L15")
+            raise RuntimeError("a bug")
+        monkeypatch.setattr(backend, "status", broken)
+    answer = app.test_client().get("/sd3_5/v1/status/x", headers=KEY)
+    assert answer.status_code == (500 if fails else 404)
+    assert _ROWS.get() is None
+    [entry] = backend.journal.entries()
+    assert entry["rows"] == (["L15"] if fails else ["L23"])  # the mark the route made; a refusal's status

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 
 from sd35_twin.mockserver.journal import (
+    DIGEST_OF_BODY,
     HEADER_CHARS,
     MAX_COUNTED_BATCH_IDS,
     MAX_HEADERS,
     MAX_RETRY_AFTER,
     Journal,
+    canonical_digest,
 )
 
 
@@ -34,6 +36,20 @@ def test_an_entry_whole():
         "headers": {"API-Key": "***", "X-Test": "t1"}, "body": '{"prompt": "x"}', "body_truncated": False,
         "status": 200, "duration_ms": 3.142, "seq": 1, "kind": "submit", "rows": ["L11", "L15"], "job_id": "j1",
         "batch_id": "b1", "retry_after": 2, "body_digest": "d" * 64, "fault": "latency 5 ms", "rule": "r3"}
+
+
+@pytest.mark.parametrize("padding", [0, 400], ids=["kept whole: worked out when read", "cut: worked out at once"])
+def test_a_digest_of_the_body_is_that_of_its_json_whether_the_body_is_kept_whole_or_cut(padding):
+    journal = Journal(size=10, body_chars=100)  # bodies are kept up to 400 bytes
+    document = {"prompt": "x" * padding, "b": [1, 2.5, None, "\u00e9"], "a": {"z": True, "y": "\ud83d\ude00"}}
+    body = ('{ "prompt" : "%s", "b": [1, 2.5, null, "\\u00e9"], "a": {"z": true, "y": "\U0001f600"} }'
+            % ("x" * padding)).encode()
+    record(journal, body=body, body_digest=DIGEST_OF_BODY)
+    record(journal, body=b"[", body_digest=DIGEST_OF_BODY)  # not JSON (the route refused it): no digest
+    whole, broken = journal.entries()
+    assert whole["body_truncated"] is (padding > 0)
+    assert whole["body_digest"] == canonical_digest(document) == canonical_digest(dict(reversed(document.items())))
+    assert "body_digest" not in broken
 
 
 def test_an_entry_leaves_out_what_is_unset():

@@ -173,3 +173,22 @@ def test_slow_clients_at_the_connection_limit_do_not_lock_new_ones_out():
             assert len(slow.closed_at) >= 50 - 20  # the quietest made room for the others
         finally:
             slow.close()
+
+
+def test_the_journal_keeps_a_chunked_body_and_no_body_where_none_was_framed(sd35_mock):
+    """waitress marks every request's stream terminated; the journal keeps a body sent chunked (no Content-Length)
+    as one sent with its length, and none where nothing framed one (RFC 9112, 6.3)."""
+    body = json.dumps(REQ).encode()
+    head = f"POST /sd3_5/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAPI-Key: serving\r\nContent-Type: application/json\r\n" \
+           f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{len(body):x}\r\n".encode()
+    got, _, answer = exchange(sd35_mock.url, head + body + b"\r\n0\r\n\r\n")
+    assert got == 200, answer
+    assert requests.post(sd35_mock.url + "/sd3_5/v1", data=body, headers={**KEY, "Content-Type": "application/json"},
+                         timeout=10).status_code == 200
+    status, _, _ = exchange(sd35_mock.url, b"GET /sd3_5/v1/status/nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                           b"API-Key: serving\r\nConnection: close\r\n\r\n")
+    assert status == 404
+    chunked, plain, read = sd35_mock.requests()
+    assert (chunked["kind"], chunked["body"], chunked["body_truncated"]) == ("submit", body.decode(), False)
+    assert chunked["body_digest"] == plain["body_digest"] and len(chunked["body_digest"]) == 64
+    assert (read["kind"], read["body"], read["status"]) == ("status", "", 404)

@@ -23,7 +23,7 @@ from .answers import DEFAULT_STATUS, failure_response, rejection_text_key, statu
 from .api import HEALTH_PATH, api
 from .control import control
 from .faults import DROP_HEADER, DropConnectionMiddleware, apply_fault, finish_fault, take_rule
-from .journaling import answer_fields, request_fields
+from .journaling import record
 from .ui import ui  # the dashboard, /__mock__/ui
 
 log = logging.getLogger("mockserver")
@@ -51,57 +51,59 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.before_request
     def start_clock():
-        ctx = g._get_current_object()  # one proxy lookup, not one per attribute: this runs on every request
+        # one proxy lookup each, not one per attribute: this runs on every request
+        ctx, req = g._get_current_object(), request._get_current_object()
         ctx.started = time.monotonic()
         ctx.journal_era = backend.journal.era  # a journal cleared before this request ends does not get it
         ctx.fault = ctx.rule = None
-        if request.path.startswith("/__mock__"):  # the control plane meets no row: it is not the app
+        if req.path.startswith("/__mock__"):  # the control plane meets no row: it is not the app
             ctx.rows = None
         else:  # the assumed rows this request meets (coverage.py): its journal entry's ``rows``
             ctx.rows = []
             ctx.rows_token = collect(ctx.rows)
-        url_rule = request.url_rule
+        url_rule = req.url_rule
         ctx.kind = kind = api_endpoint_kind(url_rule.endpoint if url_rule else "")
         if kind:
             ctx.rule = take_rule(backend, kind)
             return apply_fault(backend, kind, ctx.rule)
         return None
 
-    @app.after_request
-    def journal(response: Response) -> Response:
+    def journal(response: Response, ctx, req) -> Response:
         """The one place a request is journaled: every request but the control plane's and health checks', with
         the status the client got and what a fault did to it."""
-        response = finish_fault(response)
-        ctx, req = g._get_current_object(), request._get_current_object()
-        if not req.path.startswith("/__mock__") and req.path != HEALTH_PATH:
+        response = finish_fault(response, ctx, req)
+        path = req.path
+        if not path.startswith("/__mock__") and path != HEALTH_PATH:
             environ = req.environ
-            try:  # no length and no terminated stream: werkzeug would read nothing, so skip asking it
-                body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or \
-                    environ.get("wsgi.input_terminated") else b""
+            # A request's body comes with a length or a transfer coding (RFC 9112, 6.3): with neither there is
+            # none, so skip asking werkzeug, which would build a stream to read nothing (waitress marks every
+            # request's stream terminated, so that would be on every GET)
+            try:
+                body = req.get_data(cache=True) if environ.get("CONTENT_LENGTH") or (
+                    environ.get("wsgi.input_terminated") and environ.get("HTTP_TRANSFER_ENCODING")) else b""
             except RequestEntityTooLarge:  # over the cap, whether or not the route read it: no body, not a 500
                 body = b""
-            rows = ctx.get("rows") or ()
-            seq = backend.journal.record(
-                at=backend.clock.now(), **request_fields(req, body), status=response.status_code,
-                duration_ms=(time.monotonic() - ctx.get("started", time.monotonic())) * 1000, fault=ctx.get("fault"),
-                rule=ctx.rule.id if ctx.get("rule") else None, rows=tuple(rows), era=ctx.get("journal_era"),
-                **answer_fields(req, body, response, ctx.get("kind"), ctx),
-            )
-            if rows and seq is not None:
-                backend.coverage.add(rows, seq)
+            record(backend, req, body, response, ctx)
         return response
-
-    @app.teardown_request
-    def stop_marking(_error):
-        token = g.get("rows_token")
-        if token is not None:
-            stop_collecting(token)
 
     @app.after_request
-    def reason_phrase(response: Response) -> Response:
-        """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``)."""
-        response.status = status_line(response.status_code)
-        return response
+    def finish(response: Response) -> Response:
+        """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``),
+        then the request journaled (``journal``, which may put a fault's answer in its place, as it did when the
+        two were hooks of their own), then the request's marks of assumed rows closed (coverage.py). One hook, not
+        three: Flask's own cost per hook is paid on every request; and Flask runs it on every answer, an error
+        handler's included."""
+        line = status_line(response.status_code)
+        if response.status != line:  # werkzeug parses a status line anew on each assignment
+            response.status = line
+        # one proxy lookup each, not one per attribute: this runs on every request
+        ctx, req = g._get_current_object(), request._get_current_object()
+        try:
+            return journal(response, ctx, req)
+        finally:
+            token = ctx.get("rows_token")
+            if token is not None:
+                stop_collecting(token)
 
     def refusal(errors: list[FieldError], kind: str, status: int | None = None) -> Response:
         """A FAILURE answer of ``kind`` (``status``: a code of its own). The profile shapes what the app under

@@ -42,11 +42,16 @@ def status_line(code: int) -> str:
         return f"{code} " + {2: "Success", 4: "Client Error", 5: "Server Error"}.get(code // 100, "Unknown")
 
 
+# One encoder for every answer: ``json.dumps`` builds a new one on each call when given options.
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def json_response(data: object, status: int = 200) -> Response:
     """Compact JSON, as Flask's ``jsonify`` writes it outside debug mode, without its per-call lookups of
-    the app's JSON provider: this runs on every answer."""
-    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", status=status,
-                    mimetype="application/json")
+    the app's JSON provider: this runs on every answer. Its Content-Type is given as it is, not worked out from a
+    mimetype. (Its status line is werkzeug's until the app's ``finish`` hook sets the standard one: an "after"
+    fault's answer, made after that, keeps werkzeug's.)"""
+    return Response(_COMPACT_JSON.encode(data) + "\n", status=status, content_type="application/json")
 
 
 def job_response(view: JobView, profile: dict, *, submit: bool = False) -> Response:

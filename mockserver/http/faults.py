@@ -108,21 +108,22 @@ def apply_fault(backend, endpoint: str, rule=None) -> Response | None:
     return None
 
 
-def finish_fault(response: Response) -> Response:
+def finish_fault(response: Response, ctx, req) -> Response:
     """The "after" part: the request was handled (a job may exist); now delay or replace its answer. Then one
-    log line says what every fault did to this request."""
-    plan = g.pop("after_fault", None)
+    log line says what every fault did to this request. ``ctx`` and ``req``: flask's ``g`` and ``request``, as
+    the caller already holds them (each proxy lookup costs, on every request)."""
+    plan = ctx.pop("after_fault", None)
     if plan is not None:
         _wait(plan.after_ms)
         if plan.action is not None and plan.action.type in BODY_FAULTS:
             response = body_fault(plan.action, response)
         elif plan.action is not None:
             response = fault_response(plan.action)
-    fault = g.get("fault")
+    fault = ctx.get("fault")
     if fault:
-        if not request.environ.get(INPROCESS_KEY):  # in-process there is no waitress task to end, nor its echoes
+        if not req.environ.get(INPROCESS_KEY):  # in-process there is no waitress task to end, nor its echoes
             fault_served(fault)
-        log.info("injected fault: %s %s: %s", request.method, request.path[:200], fault)
+        log.info("injected fault: %s %s: %s", req.method, req.path[:200], fault)
     return response
 
 

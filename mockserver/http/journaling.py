@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
+import time
+
+from ..journal import DIGEST_OF_BODY
 
 
-def request_fields(req, body: bytes) -> dict:
-    """The request as the journal records it: method, path, query, headers and body."""
-    environ = req.environ
-    return {"method": req.method, "path": req.path, "query": environ.get("QUERY_STRING", ""),
-            "headers": header_pairs(environ), "body": body}
+def record(backend, req, body: bytes, response, ctx) -> None:
+    """Journal one request as the client got it (``response``), and count the assumed rows it met (coverage.py).
+    ``ctx`` (flask's ``g``): what the request's hooks and route noted (its kind, rule, fault, rows, the job id, the
+    submitted document). One call with every field named, no intermediate dicts: this runs on every request."""
+    environ, noted = req.environ, ctx.__dict__  # g's attributes: a dict's get, not g's own (a Python method)
+    kind = noted.get("kind")
+    rows = noted.get("rows") or ()
+    rule = noted.get("rule")
+    job_id, batch_id, digest = answer_ids(req, body, kind, noted)
+    seq = backend.journal.record(
+        at=backend.clock.now(), method=req.method, path=req.path, query=environ.get("QUERY_STRING", ""),
+        headers=header_pairs(environ), body=body, status=response.status_code,
+        duration_ms=(time.monotonic() - noted.get("started", time.monotonic())) * 1000, fault=noted.get("fault"),
+        kind=kind or "other", job_id=job_id, batch_id=batch_id, retry_after=retry_after(response.headers),
+        rule=rule.id if rule else None, rows=tuple(rows), body_digest=digest, era=noted.get("journal_era"))
+    if rows and seq is not None:
+        backend.coverage.add(rows, seq)
+
+
+def retry_after(headers) -> str | None:
+    """``headers.get("Retry-After")``: werkzeug's raises and catches a KeyError for an answer without one (most)."""
+    for name, value in headers:
+        if name.lower() == "retry-after":
+            return value
+    return None
 
 
 def header_pairs(environ: dict) -> list[tuple[str, str]]:
@@ -30,41 +52,30 @@ def _header_name(environ_key: str) -> str:
     return environ_key[5:].replace("_", "-").title()
 
 
-def answer_fields(req, body: bytes, response, kind: str | None, ctx=None) -> dict:
-    """What the journal keeps beside the request, to filter and count by: the endpoint's ``kind``, the job id
-    (a status path's, or ``ctx.job_id``: the job a submit made or a download URL belongs to, whatever a fault
-    then did to the answer), a submit's ``batch_id`` and ``body_digest`` (of its canonical JSON, so two submits of
-    one body compare equal whatever their key order, spacing or length past the journal's cut) and the answer's
-    ``Retry-After``. ``ctx`` (flask's ``g``): what the submit route already parsed (``submitted``) is read rather
-    than parsed again; the body is parsed only where the route did not get that far."""
-    ctx = ctx if ctx is not None else {}
-    fields: dict = {"kind": kind or "other", "retry_after": response.headers.get("Retry-After")}
-    job_id = ctx.get("job_id")
+def answer_ids(req, body: bytes, kind: str | None, ctx) -> tuple[str | None, str | None, str | None]:
+    """What the journal keeps beside the request, to filter and count by: the job id (a status path's, or
+    ``ctx.job_id``: the job a submit made or a download URL belongs to, whatever a fault then did to the answer), a
+    submit's ``batch_id`` and ``body_digest`` (of its canonical JSON, so two submits of one body compare equal
+    whatever their key order, spacing or length past the journal's cut). What the submit route already parsed
+    (``ctx.submitted``) is read rather than parsed again; the body is parsed only where the route did not get that
+    far."""
     if kind == "status":
-        fields["job_id"] = (req.view_args or {}).get("job_id")
-    elif job_id is not None:
-        fields["job_id"] = job_id
-    if kind == "submit":
-        submitted = ctx.get("submitted", _UNREAD)
-        if submitted is _UNREAD:
-            try:
-                submitted = json.loads(body) if body else None
-            except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
-                submitted = None
-        if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
-            fields["batch_id"] = submitted["batch_id"]
-        if submitted is not None:
-            try:
-                fields["body_digest"] = canonical_digest(submitted)
-            except (ValueError, RecursionError):  # written back deeper than it was read: no digest, never a 500
-                pass
-    return fields
+        return (req.view_args or {}).get("job_id"), None, None
+    job_id = ctx.get("job_id")
+    if kind != "submit":
+        return job_id, None, None
+    submitted = ctx.get("submitted", _UNREAD)
+    if submitted is _UNREAD:
+        try:
+            submitted = json.loads(body) if body else None
+        except (ValueError, RecursionError):  # the route refused it already; the journal just has no batch_id
+            submitted = None
+    batch_id = None
+    if isinstance(submitted, dict) and isinstance(submitted.get("batch_id"), str):
+        batch_id = submitted["batch_id"]
+    # ``submitted`` is the body's JSON (the route's parse or the one above), so its digest is the body's: the journal
+    # works it out when the entry is read
+    return job_id, batch_id, DIGEST_OF_BODY if submitted is not None else None
 
 
 _UNREAD = object()
-
-
-def canonical_digest(document: object) -> str:
-    """SHA-256 of a JSON document written canonically (keys sorted, no spaces)."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
