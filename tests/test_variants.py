@@ -356,3 +356,6 @@ def test_every_answer_has_the_standard_reason_phrase():
         path = job["download_urls"][0].split(mock.url, 1)[1]
         assert status_line(mock, get(path)) == b"HTTP/1.1 299 Success"  # no registered phrase: its class's
         assert status_line(mock, get("/sd3_5/v1")) == b"HTTP/1.1 405 Method Not Allowed"
+        # an answer a fault puts in place of the handled one, after the app's hooks ran
+        mock.backend.faults.add({"type": "status", "status": 503, "phase": "after", "endpoint": "submit"})
+        assert status_line(mock, raw_post(json.dumps(BODY).encode())) == b"HTTP/1.1 503 Service Unavailable"
