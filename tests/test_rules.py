@@ -9,7 +9,6 @@ from hypothesis import given, settings, strategies as st
 from sd35_twin.mockserver.backend import MockBackend
 from sd35_twin.mockserver.config import MockConfig
 from sd35_twin.mockserver.errors import InvalidRequest, NotFound
-from sd35_twin.mockserver.jobs import Clock
 from sd35_twin.mockserver.rules import MAX_RULES, Facts, RuleBook, parse_rule
 
 REQ = {"prompt": "a red fox", "negative_prompt": "", "num_inference_steps": 4, "samples": 1,
@@ -148,13 +147,6 @@ def test_any_rule_body_is_accepted_or_refused_naming_fields_and_the_book_is_unch
 
 
 # --- in the backend: lifecycle, timing and outcome per job ------------------------------------------
-
-@pytest.fixture
-def backend():
-    made = MockBackend(MockConfig(lifecycle="polls", pending_polls=1, seed=3), clock=Clock())
-    yield made
-    made.close()
-
 
 def _submit(backend, rule_data=None, key="k", **fields):
     rule = backend.rules.add(rule_data) if rule_data else None

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sd35_twin.mockserver.backend import MockBackend
-from sd35_twin.mockserver.config import MockConfig, redact_key
+from sd35_twin.mockserver.config import redact_key
 from sd35_twin.mockserver.errors import InvalidRequest, NotFound
-from sd35_twin.mockserver.jobs import Clock
 from sd35_twin.mockserver.rules import MAX_RULES, Facts, RuleBook, parse_rule
 from sd35_twin.mockserver.validation import compile_pattern
 
@@ -232,13 +230,6 @@ def test_removing_an_unknown_rule_names_its_id_cut_to_100(rule_id, shown):
 
 
 # --- a rule's own timing, in the backend -----------------------------------------------------------------
-
-@pytest.fixture
-def backend():
-    made = MockBackend(MockConfig(lifecycle="polls", pending_polls=1, seed=3), clock=Clock())
-    yield made
-    made.close()
-
 
 def test_a_rules_seconds_are_its_own_not_the_configurations(backend):
     job = backend.submit("k", REQ, "http://mock", rule=backend.rules.add({"pending_seconds": 30}))
