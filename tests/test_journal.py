@@ -4,6 +4,9 @@ read it through the control plane."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from sd35_twin.mockserver.journal import (
@@ -50,6 +53,26 @@ def test_a_digest_of_the_body_is_that_of_its_json_whether_the_body_is_kept_whole
     assert whole["body_truncated"] is (padding > 0)
     assert whole["body_digest"] == canonical_digest(document) == canonical_digest(dict(reversed(document.items())))
     assert "body_digest" not in broken
+
+
+def test_the_canonical_form_is_sorted_keys_no_spaces_and_ascii_escapes():
+    """docs/wire.md: a submit's ``body_digest`` is the SHA-256 of its JSON with keys sorted, no spaces, ASCII only,
+    so anyone can work it out from the body they sent."""
+    text = '{"a":["\\u00e9",2.5,null],"b":{"c":true,"d":"\\ud83d\\ude00"}}'
+    assert canonical_digest({"b": {"d": "\U0001f600", "c": True}, "a": ["\u00e9", 2.5, None]}) == \
+        hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def test_only_a_digest_of_the_body_is_worked_out_from_a_cut_body():
+    """A body cut by the journal gets its digest at once only when the digest asked for is the body's own; an entry
+    given no digest, or one of its own, keeps that."""
+    journal = Journal(size=10, body_chars=10)  # bodies are kept up to 40 bytes
+    body = json.dumps({"prompt": "x" * 100}).encode()
+    record(journal, body=body)
+    record(journal, body=body, body_digest="d" * 64)
+    none, given = journal.entries()
+    assert none["body_truncated"] and "body_digest" not in none
+    assert given["body_digest"] == "d" * 64
 
 
 def test_an_entry_leaves_out_what_is_unset():
