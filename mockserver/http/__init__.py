@@ -88,22 +88,22 @@ def create_app(config: MockConfig | None = None, *, backend: MockBackend | None 
 
     @app.after_request
     def finish(response: Response) -> Response:
-        """Every answer's status line with the standard reason phrase (``202 Accepted``, not ``202 ACCEPTED``),
-        then the request journaled (``journal``, which may put a fault's answer in its place, as it did when the
-        two were hooks of their own), then the request's marks of assumed rows closed (coverage.py). One hook, not
-        three: Flask's own cost per hook is paid on every request; and Flask runs it on every answer, an error
-        handler's included."""
-        line = status_line(response.status_code)
-        if response.status != line:  # werkzeug parses a status line anew on each assignment
-            response.status = line
+        """The request journaled (``journal``, which may put a fault's answer in its place), the request's marks of
+        assumed rows closed (coverage.py), then the status line of the answer that goes out given the standard
+        reason phrase (``202 Accepted``, not ``202 ACCEPTED``). One hook, not three: Flask's own cost per hook is
+        paid on every request; and Flask runs it on every answer, an error handler's included."""
         # one proxy lookup each, not one per attribute: this runs on every request
         ctx, req = g._get_current_object(), request._get_current_object()
         try:
-            return journal(response, ctx, req)
+            response = journal(response, ctx, req)
         finally:
             token = ctx.get("rows_token")
             if token is not None:
                 stop_collecting(token)
+        line = status_line(response.status_code)
+        if response.status != line:  # werkzeug parses a status line anew on each assignment
+            response.status = line
+        return response
 
     def refusal(errors: list[FieldError], kind: str, status: int | None = None) -> Response:
         """A FAILURE answer of ``kind`` (``status``: a code of its own). The profile shapes what the app under

@@ -49,8 +49,8 @@ _COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def json_response(data: object, status: int = 200) -> Response:
     """Compact JSON, as Flask's ``jsonify`` writes it outside debug mode, without its per-call lookups of
     the app's JSON provider: this runs on every answer. Its Content-Type is given as it is, not worked out from a
-    mimetype. Its status line has the standard reason phrase from the start, so an answer made after the app's
-    ``finish`` hook (an "after" fault's) has it too."""
+    mimetype. Its status line has the standard reason phrase from the start, so the app's ``finish`` hook need
+    not set it again (werkzeug parses a status line anew on each assignment)."""
     return Response(_COMPACT_JSON.encode(data) + "\n", status=status_line(status), content_type="application/json")
 
 
