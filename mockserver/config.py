@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import FieldError, InvalidRequest
 from .profile_schema import check_profile, is_status_code
@@ -207,6 +208,20 @@ class MockConfig:
 # What a test wants of a mock it starts (the sd35_mock fixtures, the in-process twin): jobs finish on their first
 # status poll; seeded; webhooks retried at once.
 TEST_SETTINGS = dict(lifecycle="polls", pending_polls=1, seed=1234, webhook_backoff=0.0)
+
+
+def is_origin(url: str) -> bool:
+    """Whether ``url`` is an origin and nothing more: http:// or https://, a host, a port if any, and no path,
+    query, fragment, credentials or whitespace: what the in-process twin and the shadow proxy stand in for, with
+    the API's paths appended to it. "?" and "#" count even with nothing after them: urlsplit reads "https://h/?"
+    as no query, yet every path appended would land after the "?"."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path in ("", "/") \
+        and not any(c in url for c in "?#") and "@" not in parts.netloc and not any(c.isspace() for c in url)
 
 
 def startup_settings() -> set[str]:

@@ -36,7 +36,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3 import HTTPResponse
 from urllib3.exceptions import ProtocolError
 
-from .config import TEST_SETTINGS, MockConfig
+from .config import TEST_SETTINGS, MockConfig, is_origin
 from .http import create_app
 from .http.faults import INPROCESS_KEY, DropConnection
 from .http.guard import serving_at
@@ -441,12 +441,9 @@ class Sd35Mock:
         if not self.base_urls:
             raise ValueError("base_url: give at least one URL")
         for url in self.base_urls:
-            scheme, host, port = _origin(url)
-            parts = urlsplit(url)
-            # the twin answers an origin at its root: a path, "?", "#" or credentials would send the app's calls
-            # and the control plane's to paths or a Host the twin does not answer
-            if scheme not in _DEFAULT_PORTS or not host or port == -1 or parts.path not in ("", "/") \
-                    or "?" in url or "#" in url or "@" in parts.netloc:  # port -1: a port that is not a number
+            # the twin answers an origin at its root: anything more would send the app's calls and the control
+            # plane's to paths or a Host the twin does not answer
+            if not is_origin(url):
                 raise ValueError(f"base_url: {url!r} must be an http:// or https:// URL with a host "
                                  "(and a port from 1 to 65535, if any), and no path, query, fragment or credentials")
         if config is not None and settings:

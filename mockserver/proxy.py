@@ -37,7 +37,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .cli import _host, _Parser, _whole
-from .config import load_profile
+from .config import is_origin, load_profile
 from .errors import FieldError, MockError
 from .evidence import Evidence, Redactor, exchange_from_entry, format_rows, key_fingerprint, summarise_body
 from .http.answers import failure_body
@@ -559,10 +559,7 @@ def _upstream(text: str) -> str:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"invalid URL {text!r}: {exc}") from None
-    # "?" and "#" are refused even when empty: urlsplit reads "https://h/?" as no query, yet the proxy would
-    # then send every request to "https://h/?/sd3_5/v1"
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
-            or "?" in text or "#" in text or parts.username or parts.password or any(c.isspace() for c in text):
+    if not is_origin(text):
         raise argparse.ArgumentTypeError(f"invalid URL {text!r}: must be http:// or https:// and a host (and port), "
                                          f"no path, query, fragment or credentials")
     return text.rstrip("/")

@@ -548,6 +548,7 @@ def test_a_decorated_function_gets_every_option(sd35_webhooks):
     (dict(base_url="https://h/?"), "base_url: 'https://h/?' must be"),
     (dict(base_url="https://h#"), "base_url: 'https://h#' must be"),
     (dict(base_url=["https://h", "https://u:p@h"]), "base_url: 'https://u:p@h' must be"),
+    (dict(base_url="https://a b"), "base_url: 'https://a b' must be"),
     (dict(config=MockConfig(), lifecycle="manual"), "give either config or settings, not both"),
 ])
 def test_bad_options_are_refused_by_name(options, message):
