@@ -163,8 +163,10 @@ def test_ours_runs_one_process_with_pending_polls():
     assert full.concurrencies == [1, 32] and full.mock_thread_variants == [] and 32 in full.variant_concurrencies
 
 
-# What bench/ may import of ours: the launcher, and (bench/inprocess.py) the in-process twin and the client, as a user.
+# What bench/ may import of ours: the launcher, and (bench/inprocess.py) the in-process twin and the client, as a user;
+# bench/floors.py serves its bare apps on our server code, which is what it measures our app against.
 PUBLIC = {"sd35_twin.mockserver.testing", "sd35_twin.mockserver.inprocess", "sd35_twin.client"}
+ALSO = {"floors.py": {"sd35_twin.mockserver.server"}}
 
 
 def test_bench_reaches_the_mock_only_through_its_public_launcher():
@@ -177,7 +179,7 @@ def test_bench_reaches_the_mock_only_through_its_public_launcher():
                      else [])
             for name in names:
                 if name.split(".")[0] in ("mockserver", "sd35_twin"):
-                    assert name in PUBLIC, f"{path.name} imports {name}"
+                    assert name in PUBLIC | ALSO.get(path.name, set()), f"{path.name} imports {name}"
         assert "subprocess.Popen" not in path.read_text() or path.name == "procs.py", path.name
 
 
@@ -337,3 +339,24 @@ def test_the_in_process_bench_measures_each_way_in_on_a_tiny_run():
     assert set(seams) == {"mock_sd35 (HTTPAdapter.send)", "responses callback", "flask test client"}
     assert inprocess.flows(inprocess.floor_client(), 3) > 0
     assert "submits and" in inprocess.profile(5, 5)
+
+
+def test_the_floors_serve_both_routes_and_the_report_compares_each_to_its_own_one_connection(tmp_path):
+    """bench/floors.py: each floor starts on our make_server and answers the flow's two routes; the table gives each
+    server's concurrency against its own first. (Its wrk runs are left to the real run.)"""
+    import requests
+
+    from bench import floors
+
+    for kind in ("bare-flask", "bare-wsgi"):
+        server = floors.start(kind, 2, tmp_path)
+        try:
+            base = f"http://127.0.0.1:{server.port}"
+            submit = requests.post(base + "/sd3_5/v1", json=harness.SUBMIT_BODY, timeout=10)
+            status = requests.get(base + "/sd3_5/v1/status/x", timeout=10)
+        finally:
+            server.stop()
+        assert (submit.status_code, submit.content, status.content) == (200, floors.PENDING, floors.PENDING)
+    table = floors.report({"ours": {1: [(2000.0, 400.0), (2200.0, 420.0)], 32: [(2300.0, 430.0), (2300.0, 440.0)]}})
+    assert table.splitlines()[1].split() == ["ours", "1", "2100", "410", "1.00×"]
+    assert table.splitlines()[2].split() == ["ours", "32", "2300", "435", "1.10×"]

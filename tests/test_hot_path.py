@@ -126,3 +126,44 @@ def test_fast_check_never_says_yes_for_a_schema_it_does_not_know(schema):
 def test_fast_check_declines_a_step_of_zero_rather_than_divide_by_it():
     schema = {"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 0}}}
     assert compile_fast_check(schema)({"a": 1}) is False      # jsonschema itself fails on it: not the fast path's
+
+
+def test_unseeded_ids_and_tokens_read_the_os_a_page_at_a_time_and_never_repeat(monkeypatch, valid_request):
+    """os.urandom lets go of the GIL, and ids are drawn under the store lock: one call per id queued every other
+    thread behind the lock (backend.Entropy). So 100 submits of two samples (300 draws of 16 bytes) read two pages, not make 300 calls."""
+    import os
+    import uuid
+
+    from sd35_twin.mockserver.backend import Entropy, MockBackend
+    from sd35_twin.mockserver.config import MockConfig
+
+    calls = []
+    real = os.urandom
+    monkeypatch.setattr(os, "urandom", lambda n: calls.append(n) or real(n))
+    backend = MockBackend(MockConfig(lifecycle="immediate"))
+    try:
+        jobs = [backend.submit("k", valid_request, "http://h") for _ in range(100)]
+    finally:
+        backend.close()
+    assert valid_request["samples"] == 2
+    assert calls == [16, Entropy.PAGE, Entropy.PAGE]  # the journal's salt, then two pages
+    ids = [job.id for job in jobs]
+    assert len(set(ids)) == 100 and all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    urls = [url for job in jobs for url in job.download_urls]
+    assert len(set(urls)) == 200
+
+
+def test_the_entropy_page_is_used_up_exactly_and_a_forked_child_reads_its_own(monkeypatch):
+    import os
+
+    from sd35_twin.mockserver.backend import Entropy
+
+    pages = [bytes(range(256)) * 16, bytes(reversed(range(256))) * 16, b"\x07" * 4096]
+    monkeypatch.setattr(os, "urandom", lambda n: pages.pop(0))
+    entropy = Entropy()
+    drawn = [entropy.bits128() for _ in range(Entropy.PAGE // 16)]  # the whole first page, 16 bytes each
+    assert drawn[0] == int.from_bytes(bytes(range(16)), "big") and drawn[1] == int.from_bytes(bytes(range(16, 32)), "big")
+    assert entropy.bits128() == int.from_bytes(bytes(reversed(range(240, 256))), "big")  # the next page's first
+    monkeypatch.setattr(os, "getpid", lambda: -7)  # as in a child forked from this process
+    assert entropy.bits128() == int.from_bytes(b"\x07" * 16, "big")
+    assert pages == []
