@@ -16,7 +16,7 @@ import waitress
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import (InternalServerError, RequestEntityTooLarge, RequestHeaderFieldsTooLarge,
                                 ServerNotImplemented)
 
@@ -58,6 +58,24 @@ class _ErrorTask(ErrorTask):
         self.write(body)
 
 
+class _Task(WSGITask):
+    """waitress's task, sending an answer's header with the first piece of its body.
+
+    waitress writes the header, then the body, each sent at once: two ``send()`` calls, and two TCP segments the
+    client wakes for, on every JSON answer. Together they are one (the wrk flow at 1 connection: 8 % more answers
+    a second, 34 µs less CPU each; bench/README.md). Anything else (no body yet, a bodiless status, chunked, a
+    piece past the Content-Length) goes waitress's own way, with its checks."""
+
+    def write(self, data):
+        if (self.wrote_header or not data or not self.complete or self.content_length is None
+                or len(data) > self.content_length or not self.has_body):
+            return super().write(data)
+        header = self.build_response_header()  # never chunked: the answer has a length
+        self.wrote_header = True
+        self.content_bytes_written += len(data)
+        self.channel.write_soon(header + data)
+
+
 class _Channel(HTTPChannel):
     """waitress's channel, minus a busy loop that collapses throughput under concurrency, with a deadline
     for a request's headers, and room kept for new clients.
@@ -74,6 +92,7 @@ class _Channel(HTTPChannel):
     connection at the limit closes the one idle the longest.
     """
 
+    task_class = _Task
     error_task_class = _ErrorTask
 
     def __init__(self, server, sock, addr, adj, map=None, *, header_timeout: float, max_body_bytes: int):

@@ -192,3 +192,29 @@ def test_the_journal_keeps_a_chunked_body_and_no_body_where_none_was_framed(sd35
     assert (chunked["kind"], chunked["body"], chunked["body_truncated"]) == ("submit", body.decode(), False)
     assert chunked["body_digest"] == plain["body_digest"] and len(chunked["body_digest"]) == 64
     assert (read["kind"], read["body"], read["status"]) == ("status", "", 404)
+
+
+def test_an_answer_goes_out_in_one_send_its_header_with_its_body(monkeypatch):
+    """waitress sent every answer's header and body apart (two send() calls, two TCP segments for the client to wake
+    for); server._Task sends them together. A HEAD answer is its header alone, as before."""
+    from sd35_twin.mockserver import server as serving
+
+    sent = []
+    real = serving._Channel.send
+
+    def send(self, data, *args, **kwargs):
+        sent.append(bytes(data))
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(serving._Channel, "send", send)
+    with serve(MockConfig(lifecycle="immediate")) as mock, requests.Session() as http:
+        answers = [http.post(mock.url + "/sd3_5/v1", json=REQ, headers=KEY, timeout=10)]
+        answers.append(http.get(f"{mock.url}/sd3_5/v1/status/{answers[0].json()['id']}", headers=KEY, timeout=10))
+        answers.append(http.get(f"{mock.url}/sd3_5/v1/status/nope", headers=KEY, timeout=10))
+        answers.append(http.head(mock.url + "/healthz", timeout=10))
+    assert [a.status_code for a in answers] == [200, 200, 404, 200]
+    assert len(sent) == 4, sent
+    for data, answer in zip(sent, answers[:3]):
+        assert data.startswith(b"HTTP/1.1 %d " % answer.status_code) and data.endswith(b"\r\n\r\n" + answer.content)
+        assert int(answer.headers["Content-Length"]) == len(answer.content) > 0
+    assert sent[3].startswith(b"HTTP/1.1 200 ") and sent[3].endswith(b"\r\n\r\n")
