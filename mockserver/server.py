@@ -62,9 +62,9 @@ class _Task(WSGITask):
     """waitress's task, sending an answer's header with the first piece of its body.
 
     waitress writes the header, then the body, each sent at once: two ``send()`` calls, and two TCP segments the
-    client wakes for, on every JSON answer. Together they are one (the wrk flow at 1 connection: 8 % more answers
-    a second, 34 µs less CPU each; bench/README.md). Anything else (no body yet, a bodiless status, chunked, a
-    piece past the Content-Length) goes waitress's own way, with its checks."""
+    client wakes for, on every JSON answer. Together they are one (wrk at 32 connections: 10 % more answers a
+    second; our client's flow over HTTP 6-9 % faster; bench/README.md). Anything else (no body yet, a bodiless
+    status, chunked, a piece past the Content-Length) goes waitress's own way, with its checks."""
 
     def write(self, data):
         if (self.wrote_header or not data or not self.complete or self.content_length is None

@@ -185,8 +185,12 @@ def test_the_image_serves_the_lifecycle_runs_as_a_user_and_stops_at_once(record_
         # Health checks are not traffic: /healthz answered docker, and neither the journal nor its counts hold it.
         # A check that ran before the mock listened failed, as it should (on a busy machine a start takes over the
         # 1 s between checks); every one since passed.
-        checks = lambda: json.loads(run(docker, "inspect", "-f", "{{json .State.Health.Log}}", name).stdout)  # noqa: E731
-        since = lambda: [c for c in checks() if started_at(c) >= answered_at]  # noqa: E731
+        def checks() -> list[dict]:
+            return json.loads(run(docker, "inspect", "-f", "{{json .State.Health.Log}}", name).stdout)
+
+        def since() -> list[dict]:
+            return [c for c in checks() if started_at(c) >= answered_at]
+
         wait_for("a health check that started after the mock answered", since, 30, lambda: str(checks()))
         assert all(c["ExitCode"] == 0 for c in since()), checks()
         journal = requests.get(f"{url}/__mock__/journal", timeout=10).json()["requests"]

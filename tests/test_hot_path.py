@@ -130,7 +130,8 @@ def test_fast_check_declines_a_step_of_zero_rather_than_divide_by_it():
 
 def test_unseeded_ids_and_tokens_read_the_os_a_page_at_a_time_and_never_repeat(monkeypatch, valid_request):
     """os.urandom lets go of the GIL, and ids are drawn under the store lock: one call per id queued every other
-    thread behind the lock (backend.Entropy). So 100 submits of two samples (300 draws of 16 bytes) read two pages, not make 300 calls."""
+    thread behind the lock (backend.Entropy). So 100 submits of two samples (300 draws of 16 bytes) read two pages
+    instead of making 300 calls."""
     import os
     import uuid
 
@@ -162,7 +163,8 @@ def test_the_entropy_page_is_used_up_exactly_and_a_forked_child_reads_its_own(mo
     monkeypatch.setattr(os, "urandom", lambda n: pages.pop(0))
     entropy = Entropy()
     drawn = [entropy.bits128() for _ in range(Entropy.PAGE // 16)]  # the whole first page, 16 bytes each
-    assert drawn[0] == int.from_bytes(bytes(range(16)), "big") and drawn[1] == int.from_bytes(bytes(range(16, 32)), "big")
+    assert drawn[0] == int.from_bytes(bytes(range(16)), "big")
+    assert drawn[1] == int.from_bytes(bytes(range(16, 32)), "big")
     assert entropy.bits128() == int.from_bytes(bytes(reversed(range(240, 256))), "big")  # the next page's first
     monkeypatch.setattr(os, "getpid", lambda: -7)  # as in a child forked from this process
     assert entropy.bits128() == int.from_bytes(b"\x07" * 16, "big")
